@@ -1,0 +1,45 @@
+"""ndf-datasets: images stored as neural fields (``.ndf``), decoded lazily at any resolution.
+
+Quick start::
+
+    import ndf_datasets as ndf
+    blob = ndf.encode(image, psnr=35.0)          # PIL / uint8 ndarray / float tensor
+    x = ndf.decode(blob, size=(64, 96))           # float32 C x H x W in [0, 1], any size
+    ndf.inspect(blob)                             # header facts: bytes, PSNR, architecture ...
+
+    base = ndf.fit_base(train_images)             # one shared network for a dataset
+    rec = ndf.encode(image, base=base, psnr=34)   # a small per-image record
+    x = ndf.decode(rec, base=base, size=32)
+"""
+
+from .api import default_base_config, default_config, encode, encode_batch, fit_base, inspect
+from .decode import DecodedField, decode, decode_batch, read_field, render_fields
+from .errors import NDFBaseError, NDFChecksumError, NDFError, NDFFormatError, NDFLimitError, NDFVersionError
+from .format import LIMITS
+from .shared import SharedBase, load_base
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "encode",
+    "encode_batch",
+    "decode",
+    "decode_batch",
+    "inspect",
+    "fit_base",
+    "load_base",
+    "read_field",
+    "render_fields",
+    "DecodedField",
+    "SharedBase",
+    "default_config",
+    "default_base_config",
+    "LIMITS",
+    "NDFError",
+    "NDFFormatError",
+    "NDFChecksumError",
+    "NDFVersionError",
+    "NDFLimitError",
+    "NDFBaseError",
+    "__version__",
+]

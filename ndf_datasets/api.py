@@ -1,0 +1,269 @@
+"""The Python API: ``encode``, ``encode_batch``, ``inspect``, ``fit_base``.
+
+``decode``/``decode_batch`` live in :mod:`ndf_datasets.decode` (the one decode path) and
+``load_base`` in :mod:`ndf_datasets.shared`; all are re-exported by the package.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from . import format as fmt
+from .coding import fit_code, encode_symbols, pack_codes, unpack_codes
+from .decode import read_field, render_fields
+from .fields import get_arch
+from .fields.grid import GridMLP
+from .fitting import FitSettings, fit_fields, psnr as psnr_of, quantize_weights
+from .fitting import fit_base as _fit_base
+from .images import COLORSPACE_OF_CHANNELS, to_tensor
+from .shared import SharedBase, build_arch
+
+__all__ = ["encode", "encode_batch", "inspect", "fit_base", "default_config", "default_base_config"]
+
+#: candidate quantisation steps for a standalone field's MLP weights (coarsest first)
+WEIGHT_STEPS = tuple(2.0**-k for k in range(5, 13))
+
+
+def default_config(height: int, width: int) -> tuple[int, ...]:
+    """Standalone ``grid-mlp`` config for an image size: levels down to ~1 cell, 1 channel each."""
+    levels = max(1, min(7, int(math.log2(max(1, min(height, width)))) + 1))
+    return (levels, 1, 0, 24, 2, 1)
+
+
+def default_base_config(height: int, width: int) -> tuple[int, ...]:
+    """Shared-base ``grid-mlp`` config for small dataset images (MNIST / CIFAR size)."""
+    levels = max(1, min(4, int(math.log2(max(1, min(height, width)))) - 1))
+    return (levels, 2, 1, 32, 2, 0)
+
+
+def _settings(psnr: float | None, steps: int | None, seed: int, progress: bool, kw: dict) -> FitSettings:
+    s = FitSettings(psnr=psnr, seed=seed, progress=progress, **kw)
+    if steps is not None:
+        s.steps = int(steps)
+        s.min_steps = min(s.min_steps, s.steps)
+    return s
+
+
+def _choose_weight_steps(arch, latents, weights, target, floor_psnr) -> tuple[list[float], torch.Tensor]:
+    """Per image, the coarsest weight step whose decoded PSNR stays within 0.05 dB of the finest."""
+    batch = target.shape[0]
+    with torch.no_grad():
+        results = []
+        for step in WEIGHT_STEPS:
+            wq = {k: quantize_weights(v, step) for k, v in weights.items()}
+            results.append(psnr_of(arch.render({**latents, **wq}, target.shape[2], target.shape[3]), target))
+        finest = results[-1]
+        chosen = []
+        for i in range(batch):
+            need = min(float(finest[i]) - 0.05, max(float(floor_psnr), float(finest[i]) - 0.3))
+            pick = next(s for s, r in zip(WEIGHT_STEPS, results) if float(r[i]) >= need)
+            chosen.append(pick)
+    return chosen, finest
+
+
+def _container(kind, arch, payload, height, width, channels, label, metadata, base_hash, fit_psnr=None) -> fmt.Container:
+    return fmt.Container(
+        kind=kind,
+        arch=arch.arch_id,
+        colorspace=COLORSPACE_OF_CHANNELS[channels],
+        height=height,
+        width=width,
+        config=arch.config,
+        payload=payload,
+        fit_psnr=fit_psnr,
+        label=label,
+        metadata=metadata or {},
+        base_hash=base_hash,
+    )
+
+
+def encode_batch(
+    images: Sequence[Any],
+    psnr: float | None = 35.0,
+    base: SharedBase | None = None,
+    *,
+    labels: Sequence[int | None] | None = None,
+    metadata: Sequence[dict | None] | None = None,
+    steps: int | None = None,
+    lmbda: float | None = None,
+    config: tuple[int, ...] | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    **fit_kw: Any,
+) -> list[bytes]:
+    """Encode many images; same-sized images are fitted together in batches.
+
+    Args:
+        images: PIL images, ``H x W x C`` uint8 arrays or ``C x H x W`` float tensors.
+        psnr: target PSNR in dB of the decoded field (rate is minimised subject to it);
+            ``None`` to use a fixed rate weight ``lmbda`` instead.
+        base: encode per-image records for this shared base instead of standalone fields.
+        labels, metadata: per image, stored in the header.
+        steps: maximum fitting steps (default: :class:`FitSettings`).
+        config: architecture config for standalone fields (default :func:`default_config`).
+        batch_size: images per batched fitting step.
+        seed: same seed and inputs, same bytes.
+
+    Returns:
+        One ``bytes`` per image, in input order.
+    """
+    tensors = [to_tensor(im) for im in images]
+    n = len(tensors)
+    labels = list(labels) if labels is not None else [None] * n
+    metadata = list(metadata) if metadata is not None else [None] * n
+    if len(labels) != n or len(metadata) != n:
+        raise ValueError("labels and metadata must have one entry per image")
+    kw = dict(fit_kw)
+    if lmbda is not None:
+        kw["lmbda"] = lmbda
+    settings = _settings(psnr, steps, seed, progress, kw)
+    if base is not None and any(t.shape[0] != base.arch.channels for t in tensors):
+        raise ValueError(f"the base decodes {base.arch.channels}-channel images; got another channel count")
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    out: list[bytes | None] = [None] * n
+    for (channels, height, width), members in groups.items():
+        if base is not None:
+            arch = base.arch_for(height, width)
+        else:
+            arch = GridMLP(config or default_config(height, width), height, width, channels)
+        for start in range(0, len(members), batch_size):
+            idx = members[start : start + batch_size]
+            target = torch.stack([tensors[i] for i in idx])
+            blobs = _encode_group(target, arch, settings, base, device, [labels[i] for i in idx], [metadata[i] for i in idx])
+            for i, b in zip(idx, blobs):
+                out[i] = b
+    return out  # type: ignore[return-value]
+
+
+def _encode_group(target, arch, settings, base, device, labels, metadata) -> list[bytes]:
+    batch, channels, height, width = target.shape
+    result = fit_fields(target, arch, settings, base=base, device=device)
+    lspecs = arch.latent_specs()
+    payloads = []
+    if base is None:
+        latents_t = {k: torch.from_numpy(v.astype(np.float32)) for k, v in result.latent_symbols.items()}
+        steps, _ = _choose_weight_steps(arch, latents_t, result.weights, target, settings.psnr or 0.0)
+        for i in range(batch):
+            streams = [fit_code(result.latent_symbols[s.name][i], 1.0) for s in lspecs]
+            streams += [fit_code(result.weights[s.name][i].numpy(), steps[i]) for s in arch.weight_specs()]
+            codes = [c for c, _ in streams]
+            payloads.append(pack_codes(codes) + encode_symbols([(sym, c) for c, sym in streams]))
+        kind, base_hash = fmt.KIND_FIELD, None
+    else:
+        for i in range(batch):
+            streams = [
+                (np.clip(result.latent_symbols[s.name][i], c.lo, c.hi), c) for s, c in zip(lspecs, base.latent_codes)
+            ]
+            payloads.append(encode_symbols(streams))
+        kind, base_hash = fmt.KIND_RECORD, base.hash
+    # the PSNR in the header is measured on what the real decoder produces from these bytes
+    drafts = [
+        fmt.write(_container(kind, arch, p, height, width, channels, labels[i], metadata[i], base_hash))
+        for i, p in enumerate(payloads)
+    ]
+    decoded = render_fields([read_field(d, base) for d in drafts], None, device)
+    measured = psnr_of(decoded, target.to(decoded.device)).cpu().numpy()
+    return [
+        fmt.write(_container(kind, arch, p, height, width, channels, labels[i], metadata[i], base_hash, float(measured[i])))
+        for i, p in enumerate(payloads)
+    ]
+
+
+def encode(
+    image: Any,
+    psnr: float | None = 35.0,
+    base: SharedBase | None = None,
+    *,
+    label: int | None = None,
+    metadata: dict | None = None,
+    **kw: Any,
+) -> bytes:
+    """Encode one image to ``.ndf`` bytes. See :func:`encode_batch` for the options.
+
+    Example::
+
+        blob = ndf.encode(image, psnr=35.0)
+        x = ndf.decode(blob, size=(64, 96))
+    """
+    return encode_batch([image], psnr, base, labels=[label], metadata=[metadata], **kw)[0]
+
+
+def inspect(blob: bytes, source: str = "<bytes>") -> dict[str, Any]:
+    """Describe an ``.ndf`` file without rendering it.
+
+    Returns:
+        A dict with ``version, kind, arch, config, channels, colorspace, height, width,
+        bytes, bpp, fit_psnr, label, metadata, base_hash, macs_per_pixel, tensors``.
+    """
+    c = fmt.parse(blob, source)
+    arch = build_arch(c.arch, c.config, c.height, c.width, c.channels, source)
+    info: dict[str, Any] = {
+        "version": c.version,
+        "kind": fmt.KIND_NAMES[c.kind],
+        "arch": get_arch(c.arch).name,
+        "config": list(c.config),
+        "channels": c.channels,
+        "colorspace": fmt.COLORSPACES[c.colorspace],
+        "height": c.height,
+        "width": c.width,
+        "bytes": c.nbytes,
+        "bpp": 8.0 * c.nbytes / (c.height * c.width),
+        "fit_psnr": c.fit_psnr,
+        "label": c.label,
+        "metadata": c.metadata,
+        "base_hash": c.base_hash.hex() if c.base_hash is not None else None,
+        "macs_per_pixel": arch.macs_per_pixel(),
+    }
+    if c.kind in (fmt.KIND_FIELD, fmt.KIND_BASE):
+        specs = arch.tensor_specs() if c.kind == fmt.KIND_FIELD else arch.weight_specs() + arch.latent_specs()
+        codes, _ = unpack_codes(c.payload, len(specs), source)
+        info["tensors"] = [
+            {"name": s.name, "role": s.role, "shape": list(s.shape), "step": code.step, "bits": code.bits}
+            for s, code in zip(specs, codes)
+        ]
+    return info
+
+
+def fit_base(
+    images: Iterable[Any],
+    config: tuple[int, ...] | None = None,
+    *,
+    epochs: int = 20,
+    batch_size: int = 256,
+    lmbda: float = 2e-4,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    **kw: Any,
+) -> SharedBase:
+    """Fit a shared base (network + latent quantisation table) on a dataset's training images.
+
+    Args:
+        images: an iterable of same-sized images (PIL, ndarray or tensor), or an
+            ``N x C x H x W`` float tensor.
+        config: ``grid-mlp`` config (default :func:`default_base_config`).
+        epochs, batch_size, lmbda, seed, device, progress: training knobs.
+
+    Returns:
+        A :class:`SharedBase`; ``save()`` it and pass it as ``base=`` to encode/decode.
+    """
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        stack = images.float()
+    else:
+        tensors = [to_tensor(im) for im in images]
+        if not tensors:
+            raise ValueError("fit_base needs at least one image")
+        if len({tuple(t.shape) for t in tensors}) > 1:
+            raise ValueError("fit_base needs images of one size and channel count")
+        stack = torch.stack(tensors)
+    _, channels, height, width = stack.shape
+    arch = GridMLP(config or default_base_config(height, width), height, width, channels)
+    return _fit_base(stack, arch, epochs=epochs, batch_size=batch_size, lmbda=lmbda, seed=seed, device=device, progress=progress, **kw)

@@ -1,0 +1,198 @@
+"""The one decode path: bytes -> :class:`DecodedField` -> pixels, batched.
+
+Decoding is split in two so loaders can defer the expensive part:
+
+* :func:`read_field` parses and entropy-decodes one ``.ndf`` (CPU, cheap, done in data-loader
+  workers). It returns a :class:`DecodedField`: the architecture plus its latent (and, for a
+  standalone field, weight) tensors.
+* :func:`render_fields` renders any number of decoded fields in ONE batched forward pass per
+  group of same-shaped fields, on any device, at any output size.
+
+Output sizes smaller than the original are rendered by supersampling each output pixel's
+footprint (a box filter over ``f x f`` field samples, ``f = ceil(original / output)``) so
+downscaled decodes do not alias. This module never imports the fitting code.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import format as fmt
+from .coding import decode_symbols, unpack_codes
+from .errors import NDFBaseError, NDFFormatError
+from .fields import FieldArch
+from .shared import SharedBase, build_arch
+
+__all__ = ["DecodedField", "read_field", "render_fields", "decode", "decode_batch", "resolve_size", "read_bytes"]
+
+Size = int | tuple[int, int] | None
+
+
+@dataclass
+class DecodedField:
+    """One image's field, entropy-decoded but not rendered.
+
+    Attributes:
+        arch: architecture built for the image's original size.
+        latents: per-image latent tensors (CPU float32, no batch dimension).
+        weights: the image's own weights (standalone field), or ``None`` when the weights
+            come from ``base``.
+        base: the shared base, for records.
+        label: the stored label, if any.
+        source: where the bytes came from, for error messages.
+    """
+
+    arch: FieldArch
+    latents: dict[str, torch.Tensor]
+    weights: dict[str, torch.Tensor] | None
+    base: SharedBase | None
+    label: int | None
+    source: str
+
+    @property
+    def group_key(self) -> tuple:
+        """Fields with equal keys can be rendered in one forward pass."""
+        shared = id(self.base) if self.base is not None else None
+        return (self.arch.arch_id, self.arch.config, self.arch.height, self.arch.width, self.arch.channels, shared)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """Read a local file, refusing files larger than the format's limit before reading them."""
+    size = os.path.getsize(path)
+    if size > fmt.LIMITS["max_file_bytes"]:
+        raise fmt.NDFLimitError(f"file of {size} bytes exceeds max_file_bytes", source=os.fspath(path))
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _to_tensors(specs, symbols, codes) -> dict[str, torch.Tensor]:
+    return {
+        s.name: torch.from_numpy((sym.astype(np.float32) * np.float32(c.step)).reshape(s.shape))
+        for s, sym, c in zip(specs, symbols, codes)
+    }
+
+
+def read_field(blob: bytes, base: SharedBase | None = None, source: str = "<bytes>") -> DecodedField:
+    """Parse and entropy-decode one ``.ndf`` (standalone field or record).
+
+    Raises:
+        NDFError: malformed input (a subclass says what), or :class:`NDFBaseError` for a
+            record given no base or the wrong one.
+    """
+    c = fmt.parse(blob, source)
+    if c.kind == fmt.KIND_BASE:
+        raise NDFFormatError("this is a shared base, not an image; load it with ndf.load_base()", source=source)
+    if c.kind == fmt.KIND_RECORD:
+        if base is None:
+            raise NDFBaseError(
+                f"this record needs the shared base with hash {c.base_hash.hex()}; pass base=ndf.load_base(...)",
+                source=source,
+            )
+        base.check(c.base_hash, source)
+        if (c.arch, c.config, c.channels) != (base.arch.arch_id, base.arch.config, base.arch.channels):
+            raise NDFFormatError("record architecture does not match its base", source=source)
+        arch = base.arch_for(c.height, c.width)
+        specs = arch.latent_specs()
+        symbols = decode_symbols(c.payload, [(s.numel, code) for s, code in zip(specs, base.latent_codes)], source)
+        return DecodedField(arch, _to_tensors(specs, symbols, base.latent_codes), None, base, c.label, source)
+    arch = build_arch(c.arch, c.config, c.height, c.width, c.channels, source)
+    specs = arch.tensor_specs()
+    codes, used = unpack_codes(c.payload, len(specs), source)
+    symbols = decode_symbols(c.payload[used:], [(s.numel, code) for s, code in zip(specs, codes)], source)
+    tensors = _to_tensors(specs, symbols, codes)
+    latents = {s.name: tensors[s.name] for s in specs if s.role == "latent"}
+    weights = {s.name: tensors[s.name] for s in specs if s.role == "weight"}
+    return DecodedField(arch, latents, weights, None, c.label, source)
+
+
+def resolve_size(size: Size, height: int, width: int) -> tuple[int, int]:
+    """``None`` -> the original size; ``int`` -> square; ``(h, w)`` as given. Validated."""
+    if size is None:
+        h, w = height, width
+    elif isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        h = w = int(size)
+    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, (int, np.integer)) for v in size):
+        h, w = int(size[0]), int(size[1])
+    else:
+        raise ValueError(f"size must be None, an int or an (height, width) pair of ints, got {size!r}")
+    if not (1 <= h <= fmt.LIMITS["max_side"] * 4 and 1 <= w <= fmt.LIMITS["max_side"] * 4):
+        raise ValueError(f"output size {h}x{w} is outside 1..{fmt.LIMITS['max_side'] * 4}")
+    return h, w
+
+
+def _supersample(arch: FieldArch, height: int, width: int) -> int:
+    return max(1, math.ceil(arch.height / height), math.ceil(arch.width / width))
+
+
+def render_fields(
+    fields: Sequence[DecodedField], size: Size = None, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """Render decoded fields to a ``B x C x H x W`` float tensor in [0, 1] on ``device``.
+
+    Same-shaped fields (one dataset) are rendered in a single forward pass.
+
+    Raises:
+        ValueError: an empty list, mixed channel counts, no common size, or an output larger
+            than ``LIMITS['max_decode_pixels']``.
+    """
+    if not fields:
+        raise ValueError("nothing to render: the list of fields is empty")
+    if size is None and len({(f.arch.height, f.arch.width) for f in fields}) > 1:
+        raise ValueError("fields of different original sizes need an explicit size= to be batched")
+    if len({f.arch.channels for f in fields}) > 1:
+        raise ValueError("fields with different channel counts can not be stacked in one batch")
+    h, w = resolve_size(size, fields[0].arch.height, fields[0].arch.width)
+    f_max = max(_supersample(f.arch, h, w) for f in fields)
+    if len(fields) * h * w * f_max * f_max > fmt.LIMITS["max_decode_pixels"]:
+        raise ValueError(
+            f"decoding {len(fields)} images at {h}x{w} (x{f_max}^2 supersampling) exceeds "
+            f"max_decode_pixels={fmt.LIMITS['max_decode_pixels']}; decode in smaller batches"
+        )
+    device = torch.device(device)
+    groups: dict[tuple, list[int]] = {}
+    for i, f in enumerate(fields):
+        groups.setdefault(f.group_key, []).append(i)
+    out = torch.empty((len(fields), fields[0].arch.channels, h, w), device=device)
+    with torch.inference_mode():
+        for idx in groups.values():
+            first = fields[idx[0]]
+            arch = first.arch
+            params = {k: torch.stack([fields[i].latents[k] for i in idx]).to(device) for k in first.latents}
+            if first.base is not None:
+                params.update(first.base.weights_on(device))
+            else:
+                params.update({k: torch.stack([fields[i].weights[k] for i in idx]).to(device) for k in first.weights})
+            ss = _supersample(arch, h, w)
+            img = arch.render(params, h * ss, w * ss)
+            if ss > 1:
+                img = F.avg_pool2d(img, ss)
+            out[idx] = img.clamp_(0.0, 1.0)
+    return out
+
+
+def decode(blob: bytes, size: Size = None, base: SharedBase | None = None, device: str | torch.device = "cpu", source: str = "<bytes>") -> torch.Tensor:
+    """Decode one ``.ndf`` to a ``C x H x W`` float32 tensor in [0, 1] at any size.
+
+    Args:
+        blob: the file's bytes.
+        size: ``None`` (original size), an int (square) or ``(height, width)``.
+        base: the shared base, required for records.
+        device: where to render.
+        source: name used in error messages.
+    """
+    return render_fields([read_field(blob, base, source)], size, device)[0]
+
+
+def decode_batch(
+    blobs: Iterable[bytes], size: Size = None, base: SharedBase | None = None, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """Decode many ``.ndf`` files in one batched forward pass to ``B x C x H x W``."""
+    fields = [read_field(b, base, f"<item {i}>") for i, b in enumerate(blobs)]
+    return render_fields(fields, size, device)

@@ -1,0 +1,90 @@
+"""The contract every field architecture implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Mapping
+
+import torch
+
+__all__ = ["TensorSpec", "FieldArch"]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor of a field.
+
+    Attributes:
+        name: key in the parameter dict.
+        shape: shape for ONE image (no batch dimension).
+        role: ``"latent"`` (per image, always in the record) or ``"weight"`` (network
+            weights: in the file for a standalone field, in the shared base otherwise).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    role: str
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+class FieldArch:
+    """A neural-field architecture: geometry + config in, tensors listed, batches rendered.
+
+    Subclasses set ``arch_id``/``name`` through :func:`ndf_datasets.fields.register_arch` and
+    implement :meth:`parse_config`, :meth:`tensor_specs`, :meth:`render` and
+    :meth:`macs_per_pixel`.
+
+    Args:
+        config: the architecture's integer parameters, as stored in the file.
+        height, width: the original image size (latent shapes may depend on it).
+        channels: output channels (1, 3 or 4).
+
+    Raises:
+        ValueError: the config is not valid for this architecture.
+    """
+
+    arch_id: ClassVar[int] = 0
+    name: ClassVar[str] = ""
+
+    def __init__(self, config: tuple[int, ...], height: int, width: int, channels: int):
+        self.config = tuple(int(v) for v in config)
+        self.height = int(height)
+        self.width = int(width)
+        self.channels = int(channels)
+        self.parse_config(self.config)
+
+    def parse_config(self, config: tuple[int, ...]) -> None:
+        raise NotImplementedError
+
+    def tensor_specs(self) -> list[TensorSpec]:
+        raise NotImplementedError
+
+    def render(self, params: Mapping[str, torch.Tensor], height: int, width: int) -> torch.Tensor:
+        """Render ``B`` images at ``height x width`` in one forward pass.
+
+        Latent tensors carry a leading batch dimension ``B``. Weight tensors either carry it
+        too (one network per image) or not (one network shared by the batch).
+
+        Returns:
+            ``B x C x height x width`` float tensor (not clamped).
+        """
+        raise NotImplementedError
+
+    def macs_per_pixel(self) -> int:
+        """Multiply-accumulates spent per output pixel (the decoder's cost)."""
+        raise NotImplementedError
+
+    def latent_specs(self) -> list[TensorSpec]:
+        return [s for s in self.tensor_specs() if s.role == "latent"]
+
+    def weight_specs(self) -> list[TensorSpec]:
+        return [s for s in self.tensor_specs() if s.role == "weight"]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(config={self.config}, size={self.height}x{self.width}, channels={self.channels})"

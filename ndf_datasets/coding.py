@@ -151,6 +151,6 @@ def decode_symbols(
                 out.append(np.full(n, code.lo, dtype=np.int32))
             else:
                 out.append(np.asarray(decoder.decode(_model(code), int(n)), dtype=np.int32))
-    except (ValueError, RuntimeError, OverflowError) as exc:
+    except (ValueError, RuntimeError, OverflowError, AssertionError) as exc:  # constriction raises AssertionError on invalid data
         raise NDFFormatError(f"entropy-coded payload is malformed: {exc}", source=source, offset=offset) from None
     return out

@@ -72,6 +72,12 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         return f.read()
 
 
+def _check_count(specs, source: str) -> None:
+    total = sum(s.numel for s in specs)
+    if total > fmt.LIMITS["max_symbols"]:
+        raise fmt.NDFLimitError(f"the field declares {total} values, over max_symbols={fmt.LIMITS['max_symbols']}", source=source)
+
+
 def _to_tensors(specs, symbols, codes) -> dict[str, torch.Tensor]:
     return {
         s.name: torch.from_numpy((sym.astype(np.float32) * np.float32(c.step)).reshape(s.shape))
@@ -100,10 +106,12 @@ def read_field(blob: bytes, base: SharedBase | None = None, source: str = "<byte
             raise NDFFormatError("record architecture does not match its base", source=source)
         arch = base.arch_for(c.height, c.width)
         specs = arch.latent_specs()
+        _check_count(specs, source)
         symbols = decode_symbols(c.payload, [(s.numel, code) for s, code in zip(specs, base.latent_codes)], source)
         return DecodedField(arch, _to_tensors(specs, symbols, base.latent_codes), None, base, c.label, source)
     arch = build_arch(c.arch, c.config, c.height, c.width, c.channels, source)
     specs = arch.tensor_specs()
+    _check_count(specs, source)
     codes, used = unpack_codes(c.payload, len(specs), source)
     symbols = decode_symbols(c.payload[used:], [(s.numel, code) for s, code in zip(specs, codes)], source)
     tensors = _to_tensors(specs, symbols, codes)

@@ -54,7 +54,7 @@ class FitSettings:
     steps: int = 1500
     min_steps: int = 200
     lr: float = 1e-2
-    latent_lr: float = 5e-2
+    latent_lr: float = 0.2
     eval_every: int = 50
     hard_from: float = 0.7
     seed: int = 0
@@ -175,7 +175,7 @@ def fit_fields(
     base_lrs = [g["lr"] for g in opt.param_groups]
 
     if settings.psnr is not None:
-        lam = torch.full((batch,), 3.0 * 10 ** (-settings.psnr / 10), device=device)
+        lam = torch.full((batch,), 10 ** (-settings.psnr / 10), device=device)
     else:
         lam = torch.full((batch,), float(settings.lmbda), device=device)
     done = torch.zeros(batch, dtype=torch.bool)
@@ -227,8 +227,10 @@ def fit_fields(
                     # keep the snapshot with target reached; before that, the best PSNR so far
                     better = (~done) & (reached | (p > best_psnr))
                     finished = reached & (step >= settings.min_steps)
-                    # lambda control: too good -> spend fewer bits, too poor -> more bits
-                    lam = torch.where(reached.to(device), lam * 1.25, lam * 0.7)
+                    # lambda control: too good -> spend fewer bits, too poor -> more bits,
+                    # in proportion to the PSNR gap (a factor 10**(gap/10), clamped)
+                    gap = (p - settings.psnr).clamp(-6.0, 3.0).to(device)
+                    lam = lam * torch.pow(10.0, gap / 10.0) * torch.where(reached.to(device), 1.1, 0.9)
                     done = done | finished
                 for k in latents:
                     snap_latents[k][better.to(device)] = zr[k][better.to(device)]
@@ -270,7 +272,7 @@ def fit_base(
     batch_size: int = 256,
     lmbda: float = 2e-4,
     lr: float = 5e-3,
-    latent_lr: float = 5e-2,
+    latent_lr: float = 0.2,
     latent_bound: int = 127,
     seed: int = 0,
     progress: bool = True,

@@ -28,7 +28,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NDFChecksumError, NDFFormatError, NDFLimitError, NDFVersionError
+from .errors import NDFChecksumError, NDFFormatError, NDFLimitError, NDFVersionError  # noqa: F401 (re-exported)
 
 __all__ = [
     "MAGIC",
@@ -171,7 +171,7 @@ def _read_uvarint(data: bytes | memoryview, pos: int, source: str, what: str) ->
             return result, pos
         shift += 7
         if shift > 56:
-            raise NDFFormatError(f"varint for {what} is longer than 8 bytes", source=source, offset=start)
+            raise NDFFormatError(f"varint for {what} is longer than 9 bytes", source=source, offset=start)
 
 
 def _zigzag(value: int) -> int:
@@ -223,6 +223,8 @@ def write(c: Container) -> bytes:
         raise ValueError(f"base hash must be {BASE_HASH_BYTES} bytes")
     if c.height * c.width > LIMITS["max_pixels"]:
         raise ValueError(f"image of {c.height}x{c.width} exceeds max_pixels={LIMITS['max_pixels']}")
+    if c.label is not None and not -(2**31) <= int(c.label) < 2**31:
+        raise ValueError(f"label {c.label} does not fit in 32 bits")
     psnr_cdb = 0 if c.fit_psnr is None else int(round(min(max(c.fit_psnr, 0.01), 655.35) * 100))
     flags = FLAG_LABEL if c.label is not None else 0
     values = {
@@ -267,6 +269,10 @@ def write(c: Container) -> bytes:
 
 
 # ----------------------------------------------------------------------------- read
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed in NDF metadata")
 
 
 def _looks_like(data: bytes) -> str:
@@ -327,7 +333,7 @@ def parse(data: bytes | bytearray | memoryview, source: str = "<bytes>") -> Cont
             raise err(f"header field {f.name}={values[f.name]} is outside [{f.lo}, {f.hi}]", source=source, offset=pos)
         pos += struct.calcsize("<" + f.fmt)
     if values["height"] * values["width"] > LIMITS["max_pixels"]:
-        raise NDFLimitError(f"image of {values['height']}x{values['width']} exceeds max_pixels", source=source, offset=6)
+        raise NDFLimitError(f"image of {values['height']}x{values['width']} exceeds max_pixels", source=source, offset=8)
     end = n - CRC_BYTES
     pos = HEADER_BYTES
     lengths = {}
@@ -357,7 +363,7 @@ def parse(data: bytes | bytearray | memoryview, source: str = "<bytes>") -> Cont
     metadata: dict[str, Any] = {}
     if lengths["metadata"]:
         try:
-            metadata = json.loads(data[pos : pos + lengths["metadata"]].decode("utf-8"))
+            metadata = json.loads(data[pos : pos + lengths["metadata"]].decode("utf-8"), parse_constant=_no_constant)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise NDFFormatError(f"metadata is not valid UTF-8 JSON: {exc}", source=source, offset=pos) from None
         if not isinstance(metadata, dict):

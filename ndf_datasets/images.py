@@ -37,7 +37,7 @@ def to_tensor(image: Any) -> torch.Tensor:
             image = image[:, :, None]
         if image.ndim != 3:
             raise ValueError(f"ndarray images must be H x W or H x W x C, got shape {image.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+        x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float() / 255.0
     elif isinstance(image, torch.Tensor):
         if not image.is_floating_point():
             raise TypeError(f"tensor images must be float C x H x W in [0, 1], got dtype {image.dtype}")

@@ -31,7 +31,7 @@ WEIGHT_STEPS = tuple(2.0**-k for k in range(5, 13))
 def default_config(height: int, width: int) -> tuple[int, ...]:
     """Standalone ``grid-mlp`` config for an image size: levels down to ~1 cell, 1 channel each."""
     levels = max(1, min(7, int(math.log2(max(1, min(height, width)))) + 1))
-    return (levels, 1, 0, 24, 2, 1)
+    return (levels, 1, 0, 16, 2, 0)
 
 
 def default_base_config(height: int, width: int) -> tuple[int, ...]:

@@ -62,8 +62,8 @@ class TensorCode:
         return max(1, int(np.ceil(np.log2(self.hi - self.lo + 1))))
 
     def validate(self, source: str = "<bytes>") -> None:
-        if not (np.isfinite(self.step) and self.step > 0):
-            raise NDFFormatError(f"quantisation step {self.step} is not a positive finite number", source=source)
+        if not (np.isfinite(self.step) and 1e-9 < self.step <= 1e3):
+            raise NDFFormatError(f"quantisation step {self.step} is outside (1e-9, 1e3]", source=source)
         if not (np.isfinite(self.mean) and np.isfinite(self.scale) and self.scale > 0):
             raise NDFFormatError(f"entropy model mean={self.mean} scale={self.scale} is invalid", source=source)
         if not (-SYMBOL_BOUND <= self.lo <= self.hi <= SYMBOL_BOUND):

@@ -181,6 +181,9 @@ def render_fields(
             img = arch.render(params, h * ss, w * ss)
             if ss > 1:
                 img = F.avg_pool2d(img, ss)
+            if not bool(torch.isfinite(img).all()):
+                bad = [fields[i].source for i, ok in zip(idx, torch.isfinite(img).flatten(1).all(1).tolist()) if not ok]
+                raise NDFFormatError("the field renders non-finite values (hostile or corrupted weights)", source=", ".join(bad))
             out[idx] = img.clamp_(0.0, 1.0)
     return out
 

@@ -350,7 +350,7 @@ def fit_base(
     if bar is not None:
         bar.close()
     latent_codes = [
-        TensorCode(1.0, 0.0, float(torch.exp(log_scales[s.name]).clamp(0.05, 1e4)), -latent_bound, latent_bound)
+        TensorCode(1.0, 0.0, float(torch.exp(log_scales[s.name].detach()).clamp(0.05, 1e4)), -latent_bound, latent_bound)
         for s in lspecs
     ]
     meta = {"train_images": int(n), "epochs": epochs, "lmbda": lmbda, "seed": seed}

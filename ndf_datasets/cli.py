@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="encode a bundled image, decode it at three sizes, write PNGs")
     m.add_argument("-o", "--output", default="demo_out", help="output folder (default demo_out)")
     m.add_argument("--psnr", type=float, default=32.0)
-    m.add_argument("--steps", type=int, default=None)
+    m.add_argument("--steps", type=int, default=400)
     m.add_argument("-f", "--force", action="store_true")
     m.set_defaults(func=cmd_demo)
     return p

@@ -16,6 +16,7 @@ from .api import default_base_config, default_config, encode, encode_batch, fit_
 from .decode import DecodedField, decode, decode_batch, read_field, render_fields
 from .errors import NDFBaseError, NDFChecksumError, NDFError, NDFFormatError, NDFLimitError, NDFVersionError
 from .format import LIMITS
+from .io import clear_base_cache, load_base_cached, open_url, read_url
 from .shared import SharedBase, load_base
 
 __version__ = "0.1.0"
@@ -28,6 +29,10 @@ __all__ = [
     "inspect",
     "fit_base",
     "load_base",
+    "load_base_cached",
+    "clear_base_cache",
+    "open_url",
+    "read_url",
     "read_field",
     "render_fields",
     "DecodedField",

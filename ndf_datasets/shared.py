@@ -152,18 +152,22 @@ class SharedBase:
         return f"SharedBase(hash={self.hash.hex()}, arch={self.arch!r}, bytes={len(self.to_bytes())})"
 
 
-def load_base(src: str | os.PathLike | bytes) -> SharedBase:
+def load_base(src: str | os.PathLike | bytes, source: str | None = None) -> SharedBase:
     """Load a shared base from a path or from bytes. Nothing in the file is executed.
+
+    Args:
+        src: a local path, or the base file's bytes.
+        source: name for error messages (default: the path, or ``<bytes>``).
 
     Raises:
         NDFError: the file is not a valid base (subclass says why).
         FileNotFoundError: no such file.
     """
     if isinstance(src, (bytes, bytearray, memoryview)):
-        data, source = bytes(src), "<bytes>"
+        data, source = bytes(src), source or "<bytes>"
     else:
-        source = os.fspath(src)
-        with open(source, "rb") as f:
+        source = source or os.fspath(src)
+        with open(src, "rb") as f:
             data = f.read(fmt.LIMITS["max_file_bytes"] + 1)
     c = fmt.parse(data, source)
     if c.kind != fmt.KIND_BASE:

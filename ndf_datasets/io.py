@@ -1,0 +1,90 @@
+"""Reading bytes from paths and URLs, and the per-process cache of shared bases.
+
+Every open of NDF data (local path, ``file://``, ``s3://``, any fsspec URL) goes through
+:func:`open_url` / :func:`read_url`, so remote-storage logic lives in one place. ``fsspec`` is
+imported only when a URL with a scheme is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import IO, Any
+
+from .errors import NDFLimitError
+from .format import LIMITS
+from .shared import SharedBase, load_base
+
+__all__ = ["open_url", "read_url", "load_base_cached", "clear_base_cache", "is_url"]
+
+_lock = threading.Lock()
+_bases_by_hash: dict[bytes, SharedBase] = {}
+_hash_by_location: dict[tuple[str, Any], bytes] = {}
+
+
+def is_url(location: str | os.PathLike) -> bool:
+    """True for ``scheme://...`` locations other than plain local paths."""
+    return "://" in os.fspath(location)
+
+
+def open_url(location: str | os.PathLike, mode: str = "rb", **storage_options: Any) -> IO[bytes]:
+    """Open a local path or any fsspec URL (``s3://``, ``file://``, ``memory://`` ...).
+
+    Args:
+        location: path or URL.
+        mode: ``"rb"`` or ``"wb"``.
+        storage_options: passed to fsspec (e.g. ``client_kwargs={"endpoint_url": ...}``).
+    """
+    location = os.fspath(location)
+    if not is_url(location):
+        return open(location, mode)
+    import fsspec
+
+    return fsspec.open(location, mode, **storage_options).open()
+
+
+def read_url(location: str | os.PathLike, limit: int | None = None, **storage_options: Any) -> bytes:
+    """Read a whole file, refusing (before reading it all) one larger than ``limit``.
+
+    Raises:
+        NDFLimitError: the file is larger than ``limit`` (default ``LIMITS['max_file_bytes']``).
+    """
+    limit = LIMITS["max_file_bytes"] if limit is None else limit
+    with open_url(location, "rb", **storage_options) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise NDFLimitError(f"file is larger than the limit of {limit} bytes", source=os.fspath(location))
+    return data
+
+
+def _stamp(location: str) -> Any:
+    if is_url(location):
+        return None  # remote: identified by URL for the life of the process
+    st = os.stat(location)
+    return (st.st_size, st.st_mtime_ns)
+
+
+def load_base_cached(location: str | os.PathLike, **storage_options: Any) -> SharedBase:
+    """Load a shared base once per process; later calls (any path to the same content) reuse it.
+
+    Bases are cached by content hash, so two copies of one base share one object (and one set
+    of device tensors); a local file that changes on disk is re-read.
+    """
+    location = os.fspath(location)
+    key = (location, _stamp(location))
+    with _lock:
+        h = _hash_by_location.get(key)
+        if h is not None and h in _bases_by_hash:
+            return _bases_by_hash[h]
+    base = load_base(read_url(location, **storage_options), source=location)
+    with _lock:
+        base = _bases_by_hash.setdefault(base.hash, base)
+        _hash_by_location[key] = base.hash
+    return base
+
+
+def clear_base_cache() -> None:
+    """Forget every cached base (tests; long-lived processes that rotate datasets)."""
+    with _lock:
+        _bases_by_hash.clear()
+        _hash_by_location.clear()

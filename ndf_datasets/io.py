@@ -15,7 +15,11 @@ from .errors import NDFLimitError
 from .format import LIMITS
 from .shared import SharedBase, load_base
 
-__all__ = ["open_url", "read_url", "load_base_cached", "clear_base_cache", "is_url"]
+__all__ = ["open_url", "read_url", "load_base_cached", "clear_base_cache", "is_url", "base_filename", "resolve_base"]
+
+#: File-name suffix of shared bases. A dataset's base lives next to its data (folder root or
+#: shard directory) as ``<16 hex digits of its hash>.ndfbase``, so records find it by hash.
+BASE_SUFFIX = ".ndfbase"
 
 _lock = threading.Lock()
 _bases_by_hash: dict[bytes, SharedBase] = {}
@@ -88,3 +92,36 @@ def clear_base_cache() -> None:
     with _lock:
         _bases_by_hash.clear()
         _hash_by_location.clear()
+
+
+def base_filename(base_hash: bytes) -> str:
+    """The conventional file name of a base: ``<hash hex>.ndfbase``."""
+    return base_hash.hex() + BASE_SUFFIX
+
+
+def resolve_base(base_hash: bytes, locations: list[str | os.PathLike], **storage_options: Any) -> SharedBase:
+    """Find and load (cached) the base with ``base_hash`` in one of ``locations`` (dirs or URL prefixes).
+
+    Looks for ``<location>/<hash hex>.ndfbase`` in order.
+
+    Raises:
+        NDFBaseError: no location holds it (the message lists where it looked).
+    """
+    from .errors import NDFBaseError
+
+    with _lock:
+        if base_hash in _bases_by_hash:
+            return _bases_by_hash[base_hash]
+    tried = []
+    for loc in locations:
+        loc = os.fspath(loc).rstrip("/")
+        candidate = f"{loc}/{base_filename(base_hash)}"
+        tried.append(candidate)
+        try:
+            base = load_base_cached(candidate, **storage_options)
+        except FileNotFoundError:
+            continue
+        if base.hash != base_hash:
+            raise NDFBaseError(f"base file holds hash {base.hash.hex()}, not {base_hash.hex()}", source=candidate)
+        return base
+    raise NDFBaseError(f"no shared base {base_hash.hex()} found; looked for {tried}", source=str(locations))

@@ -16,6 +16,7 @@ from . import format as fmt
 from .coding import fit_code, encode_symbols, pack_codes, unpack_codes
 from .decode import read_field, render_fields
 from .fields import get_arch
+from .fields.conv import ConvField
 from .fields.grid import GridMLP
 from .fitting import FitSettings, fit_fields, psnr as psnr_of, quantize_weights
 from .fitting import fit_base as _fit_base
@@ -38,6 +39,11 @@ def default_base_config(height: int, width: int) -> tuple[int, ...]:
     """Shared-base ``grid-mlp`` config for small dataset images (MNIST / CIFAR size)."""
     levels = max(1, min(4, int(math.log2(max(1, min(height, width)))) - 1))
     return (levels, 2, 1, 32, 2, 0)
+
+
+def default_conv_config(channels: int) -> tuple[int, ...]:
+    """``conv-field`` config (C, down, W, F, hidden, E) for small dataset images."""
+    return (16, 2, 24, 16, 24, 64)
 
 
 def _settings(psnr: float | None, steps: int | None, seed: int, progress: bool, kw: dict) -> FitSettings:
@@ -145,7 +151,12 @@ def encode_batch(
 
 def _encode_group(target, arch, settings, base, device, labels, metadata) -> list[bytes]:
     batch, channels, height, width = target.shape
-    result = fit_fields(target, arch, settings, base=base, device=device)
+    init = None
+    if base is not None:
+        with torch.no_grad():
+            init = arch.analysis(base.weights_on(device), target.to(device))
+        init = {k: v.cpu() for k, v in init.items()} if init is not None else None
+    result = fit_fields(target, arch, settings, base=base, device=device, init_latents=init)
     lspecs = arch.latent_specs()
     payloads = []
     if base is None:
@@ -236,6 +247,7 @@ def fit_base(
     images: Iterable[Any],
     config: tuple[int, ...] | None = None,
     *,
+    arch: str = "grid-mlp",
     epochs: int = 20,
     batch_size: int = 256,
     lmbda: float = 2e-4,
@@ -249,7 +261,9 @@ def fit_base(
     Args:
         images: an iterable of same-sized images (PIL, ndarray or tensor), or an
             ``N x C x H x W`` float tensor.
-        config: ``grid-mlp`` config (default :func:`default_base_config`).
+        config: the architecture's config (default :func:`default_base_config`).
+        arch: ``"grid-mlp"`` (auto-decoded latent grids, shared MLP) or ``"conv-field"``
+            (amortised encoder + conv synthesis; see :mod:`ndf_datasets.fields.conv`).
         epochs, batch_size, lmbda, seed, device, progress: training knobs.
 
     Returns:
@@ -265,5 +279,13 @@ def fit_base(
             raise ValueError("fit_base needs images of one size and channel count")
         stack = torch.stack(tensors)
     _, channels, height, width = stack.shape
-    arch = GridMLP(config or default_base_config(height, width), height, width, channels)
-    return _fit_base(stack, arch, epochs=epochs, batch_size=batch_size, lmbda=lmbda, seed=seed, device=device, progress=progress, **kw)
+    common = dict(epochs=epochs, batch_size=batch_size, lmbda=lmbda, seed=seed, device=device, progress=progress, **kw)
+    if arch == "conv-field":
+        from .amortised import fit_amortised_base
+
+        field = ConvField(config or default_conv_config(channels), height, width, channels)
+        return fit_amortised_base(stack, field, **common)
+    if arch != "grid-mlp":
+        raise ValueError(f"unknown base architecture {arch!r}; use 'grid-mlp' or 'conv-field'")
+    field = GridMLP(config or default_base_config(height, width), height, width, channels)
+    return _fit_base(stack, field, **common)

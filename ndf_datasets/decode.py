@@ -116,7 +116,7 @@ def read_field(blob: bytes, base: SharedBase | None = None, source: str = "<byte
     symbols = decode_symbols(c.payload[used:], [(s.numel, code) for s, code in zip(specs, codes)], source)
     tensors = _to_tensors(specs, symbols, codes)
     latents = {s.name: tensors[s.name] for s in specs if s.role == "latent"}
-    weights = {s.name: tensors[s.name] for s in specs if s.role == "weight"}
+    weights = {s.name: tensors[s.name] for s in specs if s.role != "latent"}
     return DecodedField(arch, latents, weights, None, c.label, source)
 
 

@@ -109,17 +109,18 @@ def _quantize_noise(z: torch.Tensor, hard: bool, gen: torch.Generator) -> torch.
 
 
 def _batched_weights(arch: FieldArch, batch: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Initial per-image MLP weights (uniform fan-in init, last layer small)."""
-    out = {}
+    """Initial weights, ``batch`` copies: uniform fan-in init for matrices and kernels (the
+    decoder's output layer small, so fitting starts from a flat grey image), zero biases."""
     specs = arch.weight_specs()
+    out_layer = [s.name for s in specs if s.role == "weight" and len(s.shape) >= 2][-1]
+    out = {}
     for s in specs:
-        if s.name.startswith("w"):
-            fan_in = s.shape[1]
-            bound = math.sqrt(6.0 / fan_in) if s.name != specs[-2].name else 0.1 / math.sqrt(fan_in)
-            t = (torch.rand((batch, *s.shape), generator=gen) * 2 - 1) * bound
+        if len(s.shape) >= 2:
+            fan_in = math.prod(s.shape[1:])
+            bound = 0.1 / math.sqrt(fan_in) if s.name == out_layer else math.sqrt(6.0 / fan_in)
+            out[s.name] = (torch.rand((batch, *s.shape), generator=gen) * 2 - 1) * bound
         else:
-            t = torch.zeros((batch, *s.shape))
-        out[s.name] = t
+            out[s.name] = torch.zeros((batch, *s.shape))
     return out
 
 
@@ -165,11 +166,14 @@ def fit_fields(
             {"params": list(latents.values()), "lr": settings.latent_lr},
             {"params": list(weights.values()) + list(log_scales.values()), "lr": settings.lr},
         ]
-        fixed_scales = None
+        fixed_scales = fixed_means = None
+        bounds = {s.name: (-LATENT_BOUND, LATENT_BOUND) for s in lspecs}
     else:
         weights = base.weights_on(device)
         log_scales = {}
         fixed_scales = {s.name: torch.tensor(c.scale, device=device) for s, c in zip(lspecs, base.latent_codes)}
+        fixed_means = {s.name: torch.tensor(c.mean, device=device) for s, c in zip(lspecs, base.latent_codes)}
+        bounds = {s.name: (c.lo, c.hi) for s, c in zip(lspecs, base.latent_codes)}
         groups = [{"params": list(latents.values()), "lr": settings.latent_lr}]
     opt = torch.optim.Adam(groups)
     base_lrs = [g["lr"] for g in opt.param_groups]
@@ -183,6 +187,11 @@ def fit_fields(
     snap_latents = {k: torch.zeros((batch, *s.shape), device=device) for k, s in zip(latents, lspecs)}
     snap_weights = {k: torch.zeros_like(v) for k, v in weights.items()} if base is None else None
     history: list[dict] = []
+
+    def bits_of(z: dict[str, torch.Tensor]) -> torch.Tensor:
+        if fixed_means is None:
+            return sum(laplace_bits(z[k], scales_of(k)) for k in z)
+        return sum(laplace_bits(z[k] - fixed_means[k], scales_of(k)) for k in z)
 
     def scales_of(name: str) -> torch.Tensor:
         if fixed_scales is not None:
@@ -204,21 +213,21 @@ def fit_fields(
         zq = {k: _quantize_noise(z, hard, gen) for k, z in latents.items()}
         out = arch.render({**zq, **weights}, height, width)
         mse = ((out - target) ** 2).flatten(1).mean(1)
-        bits = sum(laplace_bits(zq[k], scales_of(k)) for k in zq)
+        bits = bits_of(zq)
         loss = (mse + lam * bits / pixels).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
-            for z in latents.values():
-                z.clamp_(-LATENT_BOUND, LATENT_BOUND)
+            for k, z in latents.items():
+                z.clamp_(*bounds[k])
 
         if step % settings.eval_every == 0 or step == settings.steps:
             with torch.no_grad():
                 zr = {k: torch.round(z) for k, z in latents.items()}
                 wq = weights if base is not None else {k: quantize_weights(v, 2.0**-10) for k, v in weights.items()}
                 p = psnr(arch.render({**zr, **wq}, height, width), target).cpu()
-                rate = (sum(laplace_bits(zr[k], scales_of(k)) for k in zr) / pixels).cpu()
+                rate = (bits_of(zr) / pixels).cpu()
                 if settings.psnr is None:
                     better = torch.ones(batch, dtype=torch.bool) if step >= settings.min_steps else torch.zeros(batch, dtype=torch.bool)
                     better = better & ~done
@@ -356,8 +365,3 @@ def fit_base(
     meta = {"train_images": int(n), "epochs": epochs, "lmbda": lmbda, "seed": seed}
     meta.update(metadata or {})
     return SharedBase.from_float_weights(arch, {k: v.detach() for k, v in weights.items()}, latent_codes, metadata=meta)
-
-
-def weight_codes_for(weights: dict[str, torch.Tensor], arch: FieldArch, step: float) -> list[tuple[TensorCode, np.ndarray]]:
-    """Quantise one image's weights with ``step``: (code, symbols) per weight tensor."""
-    return [fit_code(weights[s.name].numpy(), step) for s in arch.weight_specs()]

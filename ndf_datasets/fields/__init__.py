@@ -49,4 +49,4 @@ def get_arch(arch_id: int) -> type[FieldArch]:
     return ARCHS[arch_id]
 
 
-from . import grid  # noqa: E402,F401  (registers the built-in architectures)
+from . import conv, grid  # noqa: E402,F401  (registers the built-in architectures)

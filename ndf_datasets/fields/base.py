@@ -17,8 +17,9 @@ class TensorSpec:
     Attributes:
         name: key in the parameter dict.
         shape: shape for ONE image (no batch dimension).
-        role: ``"latent"`` (per image, always in the record) or ``"weight"`` (network
-            weights: in the file for a standalone field, in the shared base otherwise).
+        role: ``"latent"`` (per image, always in the record), ``"weight"`` (network
+            weights: in the file for a standalone field, in the shared base otherwise) or
+            ``"encoder"`` (an amortised encoder stored in a shared base; never used to decode).
     """
 
     name: str
@@ -84,7 +85,13 @@ class FieldArch:
         return [s for s in self.tensor_specs() if s.role == "latent"]
 
     def weight_specs(self) -> list[TensorSpec]:
-        return [s for s in self.tensor_specs() if s.role == "weight"]
+        """Every non-latent tensor (decoder weights, then any encoder), in spec order."""
+        return [s for s in self.tensor_specs() if s.role != "latent"]
+
+    def analysis(self, params: Mapping[str, torch.Tensor], images: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """Predict latents for ``B x C x H x W`` images in one pass, if the architecture has an
+        amortised encoder (``None`` otherwise: latents are then fitted from zero)."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(config={self.config}, size={self.height}x{self.width}, channels={self.channels})"

@@ -16,7 +16,16 @@ from .api import default_base_config, default_config, encode, encode_batch, fit_
 from .decode import DecodedField, decode, decode_batch, read_field, render_fields
 from .errors import NDFBaseError, NDFChecksumError, NDFError, NDFFormatError, NDFLimitError, NDFVersionError
 from .format import LIMITS
-from .io import base_filename, clear_base_cache, load_base_cached, open_url, read_url, resolve_base
+from .io import (
+    base_filename,
+    cached_base,
+    clear_base_cache,
+    load_base_cached,
+    open_url,
+    read_url,
+    register_base,
+    resolve_base,
+)
 from .shared import SharedBase, load_base
 
 __version__ = "0.1.0"
@@ -34,6 +43,8 @@ __all__ = [
     "open_url",
     "read_url",
     "resolve_base",
+    "cached_base",
+    "register_base",
     "base_filename",
     "read_field",
     "render_fields",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from .errors import NDFBaseError, NDFFormatError
 from .fields import FieldArch
 from .shared import SharedBase, build_arch
 
-__all__ = ["DecodedField", "read_field", "render_fields", "decode", "decode_batch", "resolve_size", "read_bytes"]
+__all__ = ["DecodedField", "Size", "read_field", "render_fields", "decode", "decode_batch", "resolve_size", "read_bytes"]
 
 Size = int | tuple[int, int] | None
 
@@ -85,8 +85,14 @@ def _to_tensors(specs, symbols, codes) -> dict[str, torch.Tensor]:
     }
 
 
-def read_field(blob: bytes, base: SharedBase | None = None, source: str = "<bytes>") -> DecodedField:
+def read_field(blob: bytes, base: SharedBase | Callable[[bytes], SharedBase] | None = None, source: str = "<bytes>") -> DecodedField:
     """Parse and entropy-decode one ``.ndf`` (standalone field or record).
+
+    Args:
+        blob: the file's bytes.
+        base: for records, the shared base, or a callable mapping the record's base hash to
+            it (so callers can look the base up from the header without parsing twice).
+        source: name used in error messages.
 
     Raises:
         NDFError: malformed input (a subclass says what), or :class:`NDFBaseError` for a
@@ -101,6 +107,8 @@ def read_field(blob: bytes, base: SharedBase | None = None, source: str = "<byte
                 f"this record needs the shared base with hash {c.base_hash.hex()}; pass base=ndf.load_base(...)",
                 source=source,
             )
+        if not isinstance(base, SharedBase):
+            base = base(c.base_hash)
         base.check(c.base_hash, source)
         if (c.arch, c.config, c.channels) != (base.arch.arch_id, base.arch.config, base.arch.channels):
             raise NDFFormatError("record architecture does not match its base", source=source)

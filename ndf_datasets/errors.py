@@ -20,10 +20,22 @@ class NDFError(Exception):
     """Base class of every error raised while reading, validating or decoding NDF data."""
 
     def __init__(self, message: str, *, source: str = "<bytes>", offset: int | None = None):
+        self.message = message
         self.source = source
         self.offset = offset
         where = source if offset is None else f"{source} at byte {offset}"
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):
+        # keep source/offset when the error crosses a process boundary (DataLoader workers)
+        return (_rebuild, (type(self), self.message, self.source, self.offset, self.__dict__))
+
+
+def _rebuild(cls: type, message: str, source: str, offset: int | None, state: dict) -> "NDFError":
+    err = cls.__new__(cls)
+    NDFError.__init__(err, message, source=source, offset=offset)
+    err.__dict__.update(state)
+    return err
 
 
 class NDFFormatError(NDFError):

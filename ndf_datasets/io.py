@@ -15,7 +15,17 @@ from .errors import NDFLimitError
 from .format import LIMITS
 from .shared import SharedBase, load_base
 
-__all__ = ["open_url", "read_url", "load_base_cached", "clear_base_cache", "is_url", "base_filename", "resolve_base"]
+__all__ = [
+    "open_url",
+    "read_url",
+    "load_base_cached",
+    "clear_base_cache",
+    "cached_base",
+    "register_base",
+    "is_url",
+    "base_filename",
+    "resolve_base",
+]
 
 #: File-name suffix of shared bases. A dataset's base lives next to its data (folder root or
 #: shard directory) as ``<16 hex digits of its hash>.ndfbase``, so records find it by hash.
@@ -87,6 +97,18 @@ def load_base_cached(location: str | os.PathLike, **storage_options: Any) -> Sha
     return base
 
 
+def cached_base(base_hash: bytes) -> SharedBase | None:
+    """The base with ``base_hash`` if this process has loaded or registered it, else ``None``."""
+    with _lock:
+        return _bases_by_hash.get(base_hash)
+
+
+def register_base(base: SharedBase) -> SharedBase:
+    """Make an in-memory base findable by hash in this process (returns the cached instance)."""
+    with _lock:
+        return _bases_by_hash.setdefault(base.hash, base)
+
+
 def clear_base_cache() -> None:
     """Forget every cached base (tests; long-lived processes that rotate datasets)."""
     with _lock:
@@ -109,9 +131,9 @@ def resolve_base(base_hash: bytes, locations: list[str | os.PathLike], **storage
     """
     from .errors import NDFBaseError
 
-    with _lock:
-        if base_hash in _bases_by_hash:
-            return _bases_by_hash[base_hash]
+    known = cached_base(base_hash)
+    if known is not None:
+        return known
     tried = []
     for loc in locations:
         loc = os.fspath(loc).rstrip("/")

@@ -61,3 +61,9 @@ __all__ = [
     "NDFBaseError",
     "__version__",
 ]
+
+from ._hooks import when_imported as _when_imported  # noqa: E402
+
+# HF datasets: register the NDFImage feature and the ndf_* dataset names when (and only if)
+# `datasets` itself is imported. The core names the adapter; it never imports it eagerly.
+_when_imported("datasets", "ndf_datasets.integrations.hf:register")

@@ -25,6 +25,7 @@ __all__ = [
     "is_url",
     "base_filename",
     "resolve_base",
+    "BASE_SUFFIX",
 ]
 
 #: File-name suffix of shared bases. A dataset's base lives next to its data (folder root or

@@ -1,0 +1,559 @@
+"""The ``datasets`` builder behind ``load_dataset("ndf_cifar10" | "ndf_mnist" | "ndf" | <shards>)``.
+
+Names are resolved by :mod:`ndf_datasets.integrations.hf` (imported here, so importing this
+module registers them too). One builder class, :class:`NDFDatasetBuilder`, with one config
+per source:
+
+``shards`` (``load_dataset("ndf", data_dir=LOCATION)`` or ``load_dataset(LOCATION)``)
+    reads NDF WebDataset shards from a folder or fsspec URL (``s3://...``)::
+
+        LOCATION/
+        ├── 1f3a...9c.ndfbase            shared base, named by its hash
+        ├── ndf_dataset.json             optional manifest (class names, counts)
+        ├── train-000000.tar             000000.ndf  000000.cls  000000.json  000001.ndf ...
+        └── test-000000.tar
+
+``cifar10`` / ``mnist`` (``load_dataset("ndf_cifar10")``, ``load_dataset("ndf_mnist")``)
+    read the same layout from the NDF cache: ``location=`` if given, else
+    ``$NDF_CIFAR10_URL`` / ``$NDF_MNIST_URL`` (a folder or URL), else
+    ``$NDF_DATASETS_HOME/ndf_cifar10`` (default home ``~/.cache/ndf_datasets``). When the cache
+    is empty and ``data_dir=`` names a raw copy, the cache is built first: a shared base is
+    fitted on the train split, then every split is encoded as records of that base::
+
+        load_dataset("ndf_cifar10", data_dir="raw")   # raw/cifar-10-batches-bin/data_batch_1.bin ...
+        load_dataset("ndf_mnist", data_dir="raw")     # raw/train-images-idx3-ubyte.gz ...
+
+    Build options are config kwargs: ``max_images`` (per split), ``base_epochs``, ``steps``,
+    ``psnr``, ``seed``, ``device``, ``shard_size``, ``progress``. Non-default values build into
+    ``ndf_cifar10-<hash of the options>`` so a capped test build never shadows the full one.
+
+Every split yields rows ``{"image": NDFImage, "label": ClassLabel | int, "key": str, "json": str}``.
+
+In streaming mode ``datasets`` patches ``open``, ``os.path``, ``glob``, ``gzip.open`` and
+``pathlib.Path`` in this module; it therefore reads and lists only through fsspec and
+:func:`ndf_datasets.open_url` / :func:`ndf_datasets.read_url`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import struct
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import datasets
+import numpy as np
+import torch
+from datasets.builder import Key
+
+from .. import api
+from ..errors import NDFFormatError, NDFLimitError
+from ..format import LIMITS
+from ..io import BASE_SUFFIX, base_filename, is_url, load_base_cached, open_url, read_url
+from ..shared import SharedBase
+from .hf import NDFImage, _storage_options
+
+__all__ = ["MANIFEST", "RAW_SOURCES", "NDFConfig", "NDFDatasetBuilder", "RawSource", "build_cache", "read_raw"]
+
+#: Optional manifest next to the shards (written by :func:`build_cache`).
+MANIFEST = "ndf_dataset.json"
+_SHARD = re.compile(r"(?P<split>[A-Za-z0-9_]+)-(?P<index>\d+)\.tar$")
+_MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # WebDataset: key = path up to the first dot of the name
+
+
+# ----------------------------------------------------------------------------- raw sources
+
+
+@dataclass(frozen=True)
+class RawSource:
+    """A dataset that can be built from an official raw copy.
+
+    Attributes:
+        name: the ``load_dataset`` name (``"ndf_cifar10"``).
+        env_var: environment variable that may name the shard location.
+        classes: class names, in label order.
+        splits: split names.
+        reader: ``reader(raw_dir, split) -> (N x H x W x C uint8 images, N labels)``.
+        layout: the expected raw layout, for error messages.
+    """
+
+    name: str
+    env_var: str
+    classes: tuple[str, ...]
+    splits: tuple[str, ...]
+    reader: Callable[[str, str], tuple[np.ndarray, np.ndarray]]
+    layout: str
+
+
+def _join(location: str, name: str) -> str:
+    return location.rstrip("/") + "/" + name
+
+
+def _read_first(candidates: list[str], what: str, layout: str) -> tuple[bytes, str]:
+    """Bytes of the first existing file among ``candidates``."""
+    for path in candidates:
+        try:
+            return read_url(path, **_storage_options(path)), path
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(f"no {what} found; looked for {candidates}. Expected layout: {layout}")
+
+
+_CIFAR_RECORD = 1 + 3 * 32 * 32
+_CIFAR_LAYOUT = "<data_dir>/cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin (the official binary version)"
+
+
+def read_cifar10(raw_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read a split of the official CIFAR-10 binary version.
+
+    Each record is 1 label byte and 3072 pixel bytes (R, G, B planes of 32 x 32).
+
+    Args:
+        raw_dir: the folder holding ``cifar-10-batches-bin/`` (or that folder itself).
+        split: ``"train"`` (``data_batch_1..5.bin``) or ``"test"`` (``test_batch.bin``).
+
+    Returns:
+        ``N x 32 x 32 x 3`` uint8 images and ``N`` int64 labels.
+
+    Raises:
+        FileNotFoundError: a batch file is missing (the message gives the layout).
+        ValueError: a file whose size is not a whole number of records.
+    """
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+    images, labels = [], []
+    for name in names:
+        data, path = _read_first(
+            [_join(raw_dir, f"cifar-10-batches-bin/{name}"), _join(raw_dir, name)], f"CIFAR-10 {name}", _CIFAR_LAYOUT
+        )
+        if not data or len(data) % _CIFAR_RECORD:
+            raise ValueError(
+                f"{path}: {len(data)} bytes is not a whole number of {_CIFAR_RECORD}-byte CIFAR-10 records"
+            )
+        rec = np.frombuffer(data, np.uint8).reshape(-1, _CIFAR_RECORD)
+        labels.append(rec[:, 0].astype(np.int64))
+        images.append(rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
+
+
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_MNIST_LAYOUT = "<data_dir>/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (also <data_dir>/MNIST/raw/)"
+
+
+def _read_idx(raw_dir: str, stem: str, magic: int) -> tuple[np.ndarray, str]:
+    """One IDX file (gzipped or not) as an array of its declared shape."""
+    candidates = [_join(raw_dir, f"{sub}{stem}{ext}") for sub in ("", "MNIST/raw/") for ext in (".gz", "")]
+    data, path = _read_first(candidates, f"MNIST {stem}", _MNIST_LAYOUT)
+    if path.endswith(".gz"):
+        data = gzip.decompress(data)
+    ndim = magic & 0xFF
+    if len(data) < 4 + 4 * ndim or struct.unpack(">I", data[:4])[0] != magic:
+        raise ValueError(f"{path}: not an IDX file with magic {magic:#010x}")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = data[4 + 4 * ndim :]
+    if len(body) != int(np.prod(shape)):
+        raise ValueError(f"{path}: declares shape {shape} but holds {len(body)} bytes")
+    return np.frombuffer(body, np.uint8).reshape(shape), path
+
+
+def read_mnist(raw_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read a split of MNIST from its IDX files (``.gz`` or uncompressed).
+
+    Args:
+        raw_dir: the folder holding ``train-images-idx3-ubyte.gz`` etc. (or ``MNIST/raw/``).
+        split: ``"train"`` or ``"test"`` (the ``t10k`` files).
+
+    Returns:
+        ``N x 28 x 28 x 1`` uint8 images and ``N`` int64 labels.
+
+    Raises:
+        FileNotFoundError: a file is missing. ValueError: a malformed file or a count mismatch.
+    """
+    image_stem, label_stem = _MNIST_FILES[split]
+    images, image_path = _read_idx(raw_dir, image_stem, 0x803)
+    labels, _ = _read_idx(raw_dir, label_stem, 0x801)
+    if len(images) != len(labels):
+        raise ValueError(f"{image_path}: {len(images)} images but {len(labels)} labels")
+    return images[..., None].copy(), labels.astype(np.int64)  # a writable copy (frombuffer is read-only)
+
+
+RAW_SOURCES: dict[str, RawSource] = {
+    "cifar10": RawSource(
+        "ndf_cifar10",
+        "NDF_CIFAR10_URL",
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        ("train", "test"),
+        read_cifar10,
+        _CIFAR_LAYOUT,
+    ),
+    "mnist": RawSource(
+        "ndf_mnist", "NDF_MNIST_URL", tuple(str(d) for d in range(10)), ("train", "test"), read_mnist, _MNIST_LAYOUT
+    ),
+}
+
+
+def read_raw(
+    source: RawSource, raw_dir: str, split: str, max_images: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a split of a raw copy, keeping the first ``max_images`` images."""
+    images, labels = source.reader(raw_dir, split)
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(source.classes):
+        raise ValueError(f"{source.name} {split}: labels outside 0..{len(source.classes) - 1} in {raw_dir}")
+    return (images[:max_images], labels[:max_images]) if max_images is not None else (images, labels)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass
+class NDFConfig(datasets.BuilderConfig):
+    """Config of :class:`NDFDatasetBuilder`.
+
+    Attributes:
+        source: key of :data:`RAW_SOURCES` (``"cifar10"``, ``"mnist"``), or ``None`` to read
+            shards from ``data_dir`` / ``data_files``.
+        location: where the shards of a named dataset live (overrides the env variables).
+        max_images: build only the first ``max_images`` images of each split.
+        base_epochs: epochs of shared-base fitting.
+        steps: maximum fitting steps per record (``None``: the codec's default).
+        psnr: target PSNR of the records in dB.
+        seed: fitting seed.
+        device: fitting device.
+        shard_size: samples per tar shard.
+        progress: show fitting progress bars.
+    """
+
+    source: str | None = None
+    location: str | None = None
+    max_images: int | None = None
+    base_epochs: int = 20
+    steps: int | None = None
+    psnr: float | None = 30.0
+    seed: int = 0
+    device: str = "cpu"
+    shard_size: int = 10000
+    progress: bool = True
+
+    def build_options(self) -> dict[str, Any]:
+        """The options that change a built cache's content."""
+        return {k: getattr(self, k) for k in ("max_images", "base_epochs", "steps", "psnr", "seed")}
+
+
+_DEFAULT_BUILD = NDFConfig().build_options()
+
+
+def default_location(source: RawSource, config: NDFConfig) -> str:
+    """Where a named dataset's shards are read from (and built into)."""
+    given = os.fspath(config.location) if config.location else os.environ.get(source.env_var)
+    if given:
+        return given if is_url(given) else os.path.abspath(os.path.expanduser(given))
+    home = os.environ.get("NDF_DATASETS_HOME") or os.path.join("~", ".cache", "ndf_datasets")
+    home = home if is_url(home) else os.path.abspath(os.path.expanduser(home))
+    options = config.build_options()
+    suffix = ""
+    if options != _DEFAULT_BUILD:
+        suffix = "-" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
+    return _join(home, source.name + suffix)
+
+
+# ----------------------------------------------------------------------------- shards: list, read, write
+
+
+def _list_names(location: str, storage_options: dict) -> list[str]:
+    """File names directly under ``location`` (``[]`` when it does not exist)."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(location, **storage_options)
+    try:
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+    except FileNotFoundError:
+        return []
+
+
+def _read_manifest(location: str, storage_options: dict) -> dict | None:
+    try:
+        return json.loads(read_url(_join(location, MANIFEST), **storage_options))
+    except FileNotFoundError:
+        return None
+
+
+def list_shards(location: str, storage_options: dict | None = None) -> dict[str, list[str]]:
+    """The shard URLs under ``location`` by split, in shard order (``{}`` when none)."""
+    names = _list_names(location, storage_options or {})
+    splits: dict[str, list[tuple[int, str]]] = {}
+    for name in names:
+        m = _SHARD.fullmatch(name)
+        if m:
+            splits.setdefault(m["split"], []).append((int(m["index"]), _join(location, name)))
+    return {split: [url for _, url in sorted(items)] for split, items in splits.items()}
+
+
+def iter_shard(url: str, storage_options: dict | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield ``(key, {extension: bytes})`` for each sample of a WebDataset tar shard, streaming.
+
+    Raises:
+        NDFFormatError: the shard is not a readable tar file (named by its URL).
+        NDFLimitError: a member larger than ``LIMITS['max_file_bytes']``.
+    """
+    key, parts = None, {}
+    try:
+        with open_url(url, "rb", **(storage_options or {})) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            for member in tar:
+                m = _MEMBER.match(member.name)
+                if not member.isfile() or m is None:
+                    continue
+                if member.size > LIMITS["max_file_bytes"]:
+                    raise NDFLimitError(
+                        f"member of {member.size} bytes exceeds max_file_bytes", source=f"{url}/{member.name}"
+                    )
+                if m[1] != key and parts:
+                    yield key, parts
+                    parts = {}
+                key = m[1]
+                parts[m[2]] = tar.extractfile(member).read()
+    except tarfile.TarError as exc:
+        raise NDFFormatError(f"not a readable tar shard ({exc})", source=url) from exc
+    if parts:
+        yield key, parts
+
+
+def _example(shard: str, key: str, parts: dict[str, bytes]) -> dict[str, Any]:
+    """One dataset row from one WebDataset sample."""
+    where = f"{shard.rsplit('/', 1)[-1]}/{key}"
+    if "ndf" not in parts:
+        raise NDFFormatError(f"sample {key!r} has no .ndf member (it has {sorted(parts)})", source=shard)
+    label = None
+    if "cls" in parts:
+        try:
+            label = int(parts["cls"].decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            raise NDFFormatError(
+                f"sample {key!r}: .cls is not an integer: {parts['cls'][:20]!r}", source=shard
+            ) from None
+    meta = parts["json"].decode("utf-8", "replace") if "json" in parts else None
+    return {"image": {"bytes": parts["ndf"], "path": f"{where}.ndf"}, "label": label, "key": key, "json": meta}
+
+
+def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_shard(path: str, samples: list[tuple[str, bytes, int, dict]]) -> None:
+    """Write one WebDataset shard: ``<key>.ndf``, ``<key>.cls``, ``<key>.json`` per sample (deterministic)."""
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for key, blob, label, meta in samples:
+            _tar_add(tar, f"{key}.ndf", blob)
+            _tar_add(tar, f"{key}.cls", str(int(label)).encode("ascii"))
+            _tar_add(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode("utf-8"))
+
+
+# ----------------------------------------------------------------------------- building a cache
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    """``N x H x W x C`` uint8 -> ``N x C x H x W`` float32 in [0, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _encode_split(
+    source: RawSource,
+    split: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    base: SharedBase,
+    config: NDFConfig,
+    out_dir: str,
+) -> dict[str, Any]:
+    """Encode one split as records of ``base`` into shards; returns its manifest entry."""
+    shards = []
+    for index, start in enumerate(range(0, len(images), config.shard_size)):
+        stop = min(start + config.shard_size, len(images))
+        part = labels[start:stop].tolist()
+        blobs = api.encode_batch(
+            _to_tensor(images[start:stop]),
+            psnr=config.psnr,
+            base=base,
+            labels=part,
+            steps=config.steps,
+            seed=config.seed,
+            device=config.device,
+            progress=config.progress,
+        )
+        samples = [
+            (f"{i:06d}", blob, label, {"index": i, "label": label, "class": source.classes[label], "split": split})
+            for i, blob, label in zip(range(start, stop), blobs, part)
+        ]
+        name = f"{split}-{index:06d}.tar"
+        write_shard(_join(out_dir, name), samples)
+        shards.append(name)
+    return {"num_examples": len(images), "shards": shards}
+
+
+def _publish(tmp: str, location: str) -> None:
+    """Move a finished build into place (replacing an old one); a concurrent finished build wins."""
+    if os.path.isdir(location):
+        shutil.rmtree(location)
+    try:
+        os.replace(tmp, location)
+    except OSError:
+        if not os.path.exists(_join(location, MANIFEST)):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_cache(source: RawSource, raw_dir: str, location: str, config: NDFConfig) -> str:
+    """Build NDF shards for a named dataset from its raw copy into a local ``location``.
+
+    Fits a shared base on the (capped) train split, saves it as ``<hash>.ndfbase``, encodes
+    every split as records into ``<split>-NNNNNN.tar`` shards and writes :data:`MANIFEST`.
+    The build happens in a temporary sibling folder that is renamed into place at the end.
+
+    Returns:
+        ``location``.
+
+    Raises:
+        ValueError: ``location`` is a URL (build locally, then upload the folder).
+        FileNotFoundError, ValueError: a missing or malformed raw file.
+    """
+    if is_url(location):
+        raise ValueError(
+            f"building writes a local folder, but the location is {location}; "
+            "set location= or NDF_DATASETS_HOME to a local folder and upload it afterwards"
+        )
+    tmp = f"{location}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        data = {split: read_raw(source, raw_dir, split, config.max_images) for split in source.splits}
+        base = api.fit_base(
+            _to_tensor(data["train"][0]),
+            epochs=config.base_epochs,
+            seed=config.seed,
+            device=config.device,
+            progress=config.progress,
+        )
+        base.save(_join(tmp, base_filename(base.hash)))
+        splits = {s: _encode_split(source, s, *data[s], base, config, tmp) for s in source.splits}
+        manifest = {
+            "name": source.name,
+            "format": "ndf-webdataset",
+            "version": 1,
+            "classes": list(source.classes),
+            "base": base_filename(base.hash),
+            "splits": splits,
+            "build": config.build_options(),
+        }
+        with open_url(_join(tmp, MANIFEST), "wb") as f:
+            f.write(json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
+        _publish(tmp, location)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return location
+
+
+# ----------------------------------------------------------------------------- the builder
+
+
+class NDFDatasetBuilder(datasets.GeneratorBasedBuilder):
+    """Reads NDF WebDataset shards; for named datasets, builds them from a raw copy first."""
+
+    BUILDER_CONFIG_CLASS = NDFConfig
+    BUILDER_CONFIGS: ClassVar[list[NDFConfig]] = [
+        NDFConfig(name="shards", version="1.0.0", description="NDF WebDataset shards from data_dir / data_files"),
+        NDFConfig(name="cifar10", version="1.0.0", source="cifar10", description="CIFAR-10 as NDF records"),
+        NDFConfig(name="mnist", version="1.0.0", source="mnist", description="MNIST as NDF records"),
+    ]
+    DEFAULT_CONFIG_NAME = "shards"
+
+    @property
+    def _source(self) -> RawSource | None:
+        return RAW_SOURCES[self.config.source] if self.config.source else None
+
+    def _location(self) -> str | None:
+        """Where the shards are (``None`` when a ``shards`` config was given nothing)."""
+        if self._source is not None:
+            return default_location(self._source, self.config)
+        if self.config.data_dir:
+            location = os.fspath(self.config.data_dir).rstrip("/")
+            return location if is_url(location) else os.path.abspath(location)
+        if self.config.data_files:
+            first = next(iter(f for files in self.config.data_files.values() for f in files))
+            return first.rsplit("/", 1)[0]
+        return None
+
+    def _storage(self, url: str) -> dict[str, Any]:
+        return _storage_options(url, self.storage_options)
+
+    def _features(self, location: str | None, classes: list[str] | None) -> datasets.Features:
+        label = datasets.ClassLabel(names=list(classes)) if classes else datasets.Value("int64")
+        return datasets.Features(
+            {
+                "image": NDFImage(base=location),
+                "label": label,
+                "key": datasets.Value("string"),
+                "json": datasets.Value("string"),
+            }
+        )
+
+    def _info(self) -> datasets.DatasetInfo:
+        source = self._source
+        return datasets.DatasetInfo(
+            description=self.config.description or "",
+            features=self._features(self._location(), list(source.classes) if source else None),
+        )
+
+    def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
+        location = self._location()
+        if location is None:
+            raise ValueError('load_dataset("ndf") needs data_dir= (a folder or URL of NDF shards) or data_files=')
+        options = self._storage(location)
+        if self._source is not None:
+            self._ensure_built(location, options, bool(getattr(dl_manager.download_config, "force_download", False)))
+        if self.config.source is None and self.config.data_files:
+            splits = {str(s): list(files) for s, files in self.config.data_files.items()}
+        else:
+            splits = list_shards(location, options)
+        if not splits:
+            raise FileNotFoundError(f"no NDF shards (<split>-NNNNNN.tar) found at {location}")
+        manifest = _read_manifest(location, options)
+        if self._source is None and manifest and manifest.get("classes"):
+            self.info.features = self._features(location, manifest["classes"])
+        self._preload_bases(location, options)
+        return [datasets.SplitGenerator(name=s, gen_kwargs={"shards": urls}) for s, urls in sorted(splits.items())]
+
+    def _ensure_built(self, location: str, options: dict, force: bool) -> None:
+        """Build a named dataset's cache from ``data_dir`` when it has no shards (or on force_redownload)."""
+        built = bool(list_shards(location, options))
+        if built and not (force and self.config.data_dir):
+            return
+        if not self.config.data_dir:
+            source = self._source
+            raise FileNotFoundError(
+                f"{source.name}: no NDF shards at {location}. Point location= or ${source.env_var} at published "
+                f"shards, or build them once from a raw copy with data_dir=... (layout: {source.layout})"
+            )
+        build_cache(self._source, os.fspath(self.config.data_dir), location, self.config)
+
+    def _preload_bases(self, location: str, options: dict) -> None:
+        """Load the shared bases found next to the shards, so this process decodes without re-reading them."""
+        for name in _list_names(location, options):
+            if name.endswith(BASE_SUFFIX):
+                load_base_cached(_join(location, name), **options)
+
+    def _generate_examples(self, shards: list[str]) -> Iterator[tuple[Key, dict[str, Any]]]:
+        for shard_index, shard in enumerate(shards):
+            for item_index, (key, parts) in enumerate(iter_shard(shard, self._storage(shard))):
+                yield Key(shard_index, item_index), _example(shard, key, parts)

@@ -66,7 +66,7 @@ from datasets.formatting.torch_formatter import TorchFormatter
 
 from .. import format as fmt
 from ..decode import DecodedField, read_field, render_fields, resolve_size
-from ..errors import NDFBaseError
+from ..errors import NDFBaseError, NDFError
 from ..io import BASE_SUFFIX, is_url, load_base_cached, read_url, resolve_base
 from ..shared import SharedBase
 
@@ -80,6 +80,7 @@ __all__ = [
     "add_base_location",
     "register",
     "render_transform",
+    "skipped_rows",
 ]
 
 #: The ``datasets`` releases whose internals :func:`register` is written against.
@@ -138,6 +139,23 @@ def _parent(path: str) -> str:
 # ----------------------------------------------------------------------------- the feature
 
 
+_skipped = {"count": 0, "last": []}
+
+
+def _count_skip(exc: NDFError) -> None:
+    _skipped["count"] += 1
+    _skipped["last"] = (_skipped["last"] + [str(exc)])[-100:]
+    warnings.warn(f"skipped a corrupt NDF row: {exc}", stacklevel=3)
+
+
+def skipped_rows() -> tuple[int, list[str]]:
+    """Rows this process skipped with ``NDFImage(on_error="skip")``: the count, the last 100 errors.
+
+    Counts are per process: with DataLoader workers, each worker counts its own rows.
+    """
+    return _skipped["count"], list(_skipped["last"])
+
+
 @dataclass
 class NDFImage:
     """A column of ``.ndf`` images (standalone fields or records of a shared base).
@@ -169,6 +187,8 @@ class NDFImage:
             folder / URL prefix holding ``<hash>.ndfbase``. ``None``: search the row's folder
             and :func:`add_base_location` locations. Credentials never go here: remote
             storage options come from :mod:`ndf_datasets.integrations.s3` or fsspec's config.
+        on_error: ``"raise"`` (default) or ``"skip"``: a corrupt row then decodes to ``None``
+            and is counted (:func:`skipped_rows`); a missing or wrong base always raises.
         id: an identifier, as in ``datasets`` features.
 
     Decoding raises :class:`~ndf_datasets.NDFError` for a corrupt or hostile row (the
@@ -185,6 +205,7 @@ class NDFImage:
     decode: bool = True
     size: int | tuple[int, int] | None = None
     base: str | None = None
+    on_error: str = "raise"
     id: str | None = field(default=None, repr=False)
     # Automatically constructed
     dtype: ClassVar[str] = "torch.Tensor"
@@ -198,6 +219,8 @@ class NDFImage:
             resolve_size(self.size, 1, 1)  # raises ValueError on a bad size
         if self.base is not None:
             self.base = os.fspath(self.base)
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
 
     def __call__(self) -> pa.DataType:
         return self.pa_type
@@ -278,7 +301,13 @@ class NDFImage:
             raise RuntimeError("decoding is disabled for this feature; use NDFImage(decode=True)")
         if isinstance(value, torch.Tensor):
             return value
-        return render_fields([self.read_field(value)], self.size)[0]
+        try:
+            return render_fields([self.read_field(value)], self.size)[0]
+        except NDFError as exc:
+            if self.on_error == "raise" or isinstance(exc, NDFBaseError):
+                raise
+            _count_skip(exc)
+            return None
 
     def _base_for(self, base_hash: bytes, source: str, row_dir: str | None) -> SharedBase:
         """Find the shared base a record names (cached per process by hash)."""

@@ -35,6 +35,9 @@ def run_demo(out: Path, psnr: float = 32.0, steps: int | None = None, force: boo
     from .cli import _save_png
 
     out.mkdir(parents=True, exist_ok=True)
+    path = out / "grace_hopper.ndf"
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass --force to overwrite it")
     image = sample_image()
     x = to_tensor(image)
     c, h, w = x.shape
@@ -42,9 +45,6 @@ def run_demo(out: Path, psnr: float = 32.0, steps: int | None = None, force: boo
     t0 = time.time()
     blob = api.encode(image, psnr=psnr, steps=steps, progress=True)
     enc_s = time.time() - t0
-    path = out / "grace_hopper.ndf"
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass --force to overwrite it")
     path.write_bytes(blob)
     print(f"encoded: {len(blob)} bytes ({8 * len(blob) / (h * w):.3f} bpp) in {enc_s:.1f} s -> {path}")
     figures = {"bytes": len(blob), "encode_s": enc_s, "sizes": {}}

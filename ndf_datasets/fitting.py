@@ -44,6 +44,9 @@ class FitSettings:
         lr: Adam learning rate of the network weights.
         latent_lr: Adam learning rate of the latents (symbol units).
         eval_every: steps between quantised evaluations (early stop, lambda control).
+        early_stop: with a target, stop an image as soon as it reaches it (fast). If False,
+            keep optimising to the step budget and keep the smallest estimated rate that
+            still meets the target (better compression, slower).
         hard_from: fraction of ``steps`` after which rounding replaces noise.
         seed: seed of every random choice; same seed, same bytes.
         progress: show a progress bar.
@@ -56,6 +59,7 @@ class FitSettings:
     lr: float = 1e-2
     latent_lr: float = 0.2
     eval_every: int = 50
+    early_stop: bool = True
     hard_from: float = 0.7
     seed: int = 0
     progress: bool = False
@@ -184,6 +188,8 @@ def fit_fields(
         lam = torch.full((batch,), float(settings.lmbda), device=device)
     done = torch.zeros(batch, dtype=torch.bool)
     best_psnr = torch.full((batch,), -1.0)
+    best_rate = torch.full((batch,), float("inf"))
+    ever_reached = torch.zeros(batch, dtype=torch.bool)
     snap_latents = {k: torch.zeros((batch, *s.shape), device=device) for k, s in zip(latents, lspecs)}
     snap_weights = {k: torch.zeros_like(v) for k, v in weights.items()} if base is None else None
     history: list[dict] = []
@@ -233,9 +239,16 @@ def fit_fields(
                     better = better & ~done
                 else:
                     reached = p >= settings.psnr
-                    # keep the snapshot with target reached; before that, the best PSNR so far
-                    better = (~done) & (reached | (p > best_psnr))
-                    finished = reached & (step >= settings.min_steps)
+                    if settings.early_stop:
+                        # keep the snapshot with target reached; before that, the best PSNR so far
+                        better = (~done) & (reached | (p > best_psnr))
+                        finished = reached & (step >= settings.min_steps)
+                    else:
+                        # the cheapest snapshot that meets the target; before any, the best PSNR
+                        better = (reached & (rate < best_rate)) | (~ever_reached & ~reached & (p > best_psnr))
+                        finished = torch.zeros(batch, dtype=torch.bool)
+                        best_rate = torch.where(reached & better, rate, best_rate)
+                        ever_reached = ever_reached | reached
                     # lambda control: too good -> spend fewer bits, too poor -> more bits,
                     # in proportion to the PSNR gap (a factor 10**(gap/10), clamped)
                     gap = (p - settings.psnr).clamp(-6.0, 3.0).to(device)

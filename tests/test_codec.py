@@ -140,3 +140,11 @@ def test_output_size_limit_checked_before_allocating(rgb_blob):
 
 def test_decoder_cost_is_reported(rgb_blob):
     assert 0 < ndf.inspect(rgb_blob)["macs_per_pixel"] <= 3000
+
+
+def test_without_early_stop_keeps_the_cheapest_snapshot_meeting_the_target():
+    img = make_image(24, 24, 3, seed=9)
+    fast = ndf.encode(img, psnr=24.0, steps=400)
+    small = ndf.encode(img, psnr=24.0, steps=400, early_stop=False)
+    assert ndf.inspect(small)["fit_psnr"] >= 23.95
+    assert len(small) < len(fast)

@@ -260,7 +260,7 @@ def fit_base(
 
     Args:
         images: an iterable of same-sized images (PIL, ndarray or tensor), or an
-            ``N x C x H x W`` float tensor.
+            ``N x C x H x W`` tensor (uint8, or float in [0, 1]).
         config: the architecture's config (default :func:`default_base_config`).
         arch: ``"grid-mlp"`` (auto-decoded latent grids, shared MLP) or ``"conv-field"``
             (amortised encoder + conv synthesis; see :mod:`ndf_datasets.fields.conv`).
@@ -270,7 +270,12 @@ def fit_base(
         A :class:`SharedBase`; ``save()`` it and pass it as ``base=`` to encode/decode.
     """
     if isinstance(images, torch.Tensor) and images.ndim == 4:
-        stack = images.float()
+        if images.dtype == torch.uint8:
+            stack = images.float() / 255.0
+        elif images.is_floating_point() and bool(images.min() >= 0) and bool(images.max() <= 1):
+            stack = images.float()
+        else:
+            raise ValueError("an image tensor for fit_base must be uint8 or float in [0, 1] (N x C x H x W)")
     else:
         tensors = [to_tensor(im) for im in images]
         if not tensors:

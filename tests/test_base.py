@@ -78,3 +78,12 @@ def test_base_rejects_other_channel_count(base):
 def test_fit_base_rejects_mixed_sizes():
     with pytest.raises(ValueError, match="one size"):
         ndf.fit_base([make_image(8, 8), make_image(8, 12)], epochs=1, progress=False)
+
+
+def test_fit_base_accepts_uint8_and_float_stacks_alike(train_images):
+    u8 = torch.stack([torch.from_numpy(i).permute(2, 0, 1) for i in train_images[:8]])
+    a = ndf.fit_base(u8, epochs=1, batch_size=8, progress=False)
+    b = ndf.fit_base(u8.float() / 255, epochs=1, batch_size=8, progress=False)
+    assert a.hash == b.hash
+    with pytest.raises(ValueError, match="uint8 or float"):
+        ndf.fit_base(u8.float(), epochs=1, progress=False)

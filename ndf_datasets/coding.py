@@ -13,6 +13,7 @@ base (per-dataset quantisation tables).
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Sequence
@@ -105,24 +106,69 @@ def unpack_codes(data: bytes, count: int, source: str = "<bytes>", offset: int =
     return codes, need
 
 
+@functools.lru_cache(maxsize=1024)
 def _model(code: TensorCode):
     import constriction
 
     return constriction.stream.model.QuantizedLaplace(code.lo, code.hi, code.mean, code.scale)
 
 
+@functools.lru_cache(maxsize=64)
+def _open_model(lo: int, hi: int):
+    """A quantised Laplace on ``[lo, hi]`` whose mean/scale come per symbol."""
+    import constriction
+
+    return constriction.stream.model.QuantizedLaplace(lo, hi)
+
+
+@functools.lru_cache(maxsize=256)
+def _run_params(items: tuple[tuple[int, TensorCode], ...]) -> tuple[np.ndarray, np.ndarray]:
+    means = np.concatenate([np.full(n, c.mean, dtype=np.float64) for n, c in items])
+    scales = np.concatenate([np.full(n, c.scale, dtype=np.float64) for n, c in items])
+    return means, scales
+
+
+def _runs(specs: Sequence[tuple[int, TensorCode]]) -> list[list[int]]:
+    """Indices of the coded tensors, grouped into runs of equal symbol range.
+
+    A range coder's output depends only on the sequence of (symbol, distribution) pairs, so a
+    run can be coded in one call with per-symbol parameters: the same bits as one call per
+    tensor, with far fewer Python calls (records of a base share one range).
+    """
+    runs: list[list[int]] = []
+    last = None
+    for i, (n, code) in enumerate(specs):
+        if code.lo == code.hi or n == 0:
+            continue  # a constant tensor costs no bits
+        if runs and last == (code.lo, code.hi):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+            last = (code.lo, code.hi)
+    return runs
+
+
+def _coder_args(specs: Sequence[tuple[int, TensorCode]], run: list[int]) -> tuple:
+    if len(run) == 1:
+        return (_model(specs[run[0]][1]),)
+    code = specs[run[0]][1]
+    means, scales = _run_params(tuple((int(specs[i][0]), specs[i][1]) for i in run))
+    return (_open_model(code.lo, code.hi), means, scales)
+
+
 def encode_symbols(streams: Sequence[tuple[np.ndarray, TensorCode]]) -> bytes:
     """Range-code several symbol arrays, each under its own code, into one byte string."""
     import constriction
 
-    encoder = constriction.stream.queue.RangeEncoder()
-    for sym, code in streams:
-        if code.lo == code.hi or sym.size == 0:
-            continue  # a constant tensor costs no bits
-        flat = np.ascontiguousarray(sym, dtype=np.int32).ravel()
-        if flat.min() < code.lo or flat.max() > code.hi:
+    flats = [np.ascontiguousarray(sym, dtype=np.int32).ravel() for sym, _ in streams]
+    specs = [(f.size, code) for f, (_, code) in zip(flats, streams)]
+    for f, (_, code) in zip(flats, streams):
+        if code.lo != code.hi and f.size and (f.min() < code.lo or f.max() > code.hi):
             raise ValueError("symbols fall outside their code's range")
-        encoder.encode(flat, _model(code))
+    encoder = constriction.stream.queue.RangeEncoder()
+    for run in _runs(specs):
+        symbols = flats[run[0]] if len(run) == 1 else np.concatenate([flats[i] for i in run])
+        encoder.encode(symbols, *_coder_args(specs, run))
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
@@ -142,15 +188,17 @@ def decode_symbols(
         raise NDFLimitError(f"{total} quantised values exceed max_symbols={LIMITS['max_symbols']}", source=source)
     if len(data) % 4:
         raise NDFFormatError(f"coded stream of {len(data)} bytes is not a whole number of 32-bit words", source=source, offset=offset)
-    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-    out: list[np.ndarray] = []
+    out: list[np.ndarray | None] = [None] * len(specs)
     try:
-        decoder = constriction.stream.queue.RangeDecoder(words)
-        for n, code in specs:
-            if code.lo == code.hi or n == 0:
-                out.append(np.full(n, code.lo, dtype=np.int32))
-            else:
-                out.append(np.asarray(decoder.decode(_model(code), int(n)), dtype=np.int32))
+        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        for run in _runs(specs):
+            count = sum(int(specs[i][0]) for i in run)
+            args = _coder_args(specs, run)
+            decoded = decoder.decode(args[0], count) if len(args) == 1 else decoder.decode(*args)
+            symbols = np.asarray(decoded, dtype=np.int32)
+            for i, part in zip(run, np.split(symbols, np.cumsum([int(specs[i][0]) for i in run])[:-1])):
+                out[i] = part
     except (ValueError, RuntimeError, OverflowError, AssertionError) as exc:  # constriction raises AssertionError on invalid data
         raise NDFFormatError(f"entropy-coded payload is malformed: {exc}", source=source, offset=offset) from None
-    return out
+    # tensors that cost no bits (constant, or empty) hold their single symbol
+    return [np.full(int(n), code.lo, dtype=np.int32) if o is None else o for o, (n, code) in zip(out, specs)]

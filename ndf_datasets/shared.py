@@ -55,6 +55,7 @@ class SharedBase:
     weight_codes: list[TensorCode] = field(default_factory=list, repr=False)
     weight_symbols: list[np.ndarray] = field(default_factory=list, repr=False)
     _bytes: bytes | None = field(default=None, repr=False)
+    _hash: bytes | None = field(default=None, repr=False)
     _device_cache: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     # --------------------------------------------------------------- serialisation
@@ -98,8 +99,10 @@ class SharedBase:
 
     @property
     def hash(self) -> bytes:
-        """First 8 bytes of the SHA-256 of :meth:`to_bytes`; records store it."""
-        return hashlib.sha256(self.to_bytes()).digest()[: fmt.BASE_HASH_BYTES]
+        """First 8 bytes of the SHA-256 of :meth:`to_bytes`; records store it (computed once)."""
+        if self._hash is None:
+            self._hash = hashlib.sha256(self.to_bytes()).digest()[: fmt.BASE_HASH_BYTES]
+        return self._hash
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the base to ``path`` atomically (temp file + rename).

@@ -82,11 +82,16 @@ class FieldArch:
         raise NotImplementedError
 
     def latent_specs(self) -> list[TensorSpec]:
-        return [s for s in self.tensor_specs() if s.role == "latent"]
+        """The per-image tensors, in spec order (computed once per instance)."""
+        if "_latent_specs" not in self.__dict__:
+            self._latent_specs = [s for s in self.tensor_specs() if s.role == "latent"]
+        return self._latent_specs
 
     def weight_specs(self) -> list[TensorSpec]:
         """Every non-latent tensor (decoder weights, then any encoder), in spec order."""
-        return [s for s in self.tensor_specs() if s.role != "latent"]
+        if "_weight_specs" not in self.__dict__:
+            self._weight_specs = [s for s in self.tensor_specs() if s.role != "latent"]
+        return self._weight_specs
 
     def analysis(self, params: Mapping[str, torch.Tensor], images: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """Predict latents for ``B x C x H x W`` images in one pass, if the architecture has an

@@ -42,10 +42,13 @@ def _time(fn, repeat: int) -> float:
     return best
 
 
-def measure(kind: str, size: int, batch: int, device: str, repeat: int) -> dict:
+def measure(kind: str, size: int, batch: int, device: str, repeat: int, base_path: str | None = None) -> dict:
     base = None
     if kind == "record":
-        base = ndf.fit_base(_images(64, size, seed=1), epochs=2, batch_size=64, progress=False)
+        if base_path:
+            base = ndf.load_base(base_path)
+        else:
+            base = ndf.fit_base(_images(64, size, seed=1), epochs=2, batch_size=64, progress=False)
         distinct = ndf.encode_batch(_images(64, size), base=base, psnr=None, steps=30)
     else:
         distinct = ndf.encode_batch(_images(16, size), psnr=None, steps=30)
@@ -55,7 +58,7 @@ def measure(kind: str, size: int, batch: int, device: str, repeat: int) -> dict:
     read = _time(lambda: [ndf.read_field(b, base) for b in blobs], repeat)
     render = _time(lambda: ndf.render_fields(fields, device=device), repeat)
     return {
-        "kind": kind,
+        "kind": kind if base_path is None else f"record ({base.arch.name} base)",
         "size": size,
         "batch": batch,
         "device": device,
@@ -73,10 +76,15 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--base", default=None, help="also measure records of this saved base (e.g. a trained CIFAR base)")
     args = p.parse_args()
     rows = []
-    for kind, size in (("field", 32), ("record", 32), ("field", 256)):
-        row = measure(kind, size, args.batch, args.device, args.repeat)
+    cases = [("field", 32, None), ("record", 32, None), ("field", 256, None)]
+    if args.base:
+        b = ndf.load_base(args.base)
+        cases.insert(2, ("record", b.arch.height, args.base))
+    for kind, size, base_path in cases:
+        row = measure(kind, size, args.batch, args.device, args.repeat, base_path)
         rows.append(row)
         print(json.dumps(row), flush=True)
     print("| kind | size | batch | MACs/px | B/img | decode_batch img/s | read-only img/s | render-only img/s |")

@@ -73,10 +73,9 @@ def epoch(loader, decode=None) -> tuple[float, int]:
 
 
 def main() -> None:
+    from ndf_datasets.integrations.torchvision import NDFImageFolder, ndf_collate
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
-
-    from ndf_datasets.integrations.torchvision import NDFImageFolder, ndf_collate
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=5000)

@@ -12,7 +12,6 @@ import json
 import time
 
 import numpy as np
-import torch
 
 import ndf_datasets as ndf
 from benchmarks.data import cifar10

@@ -281,9 +281,7 @@ class NDFImage:
             source, row_dir = path, _parent(path)
         else:
             source, row_dir = path or "<bytes>", None
-        header = fmt.parse(blob, source)
-        base = self._base_for(header.base_hash, source, row_dir) if header.kind == fmt.KIND_RECORD else None
-        return read_field(blob, base, source)
+        return read_field(blob, lambda base_hash: self._base_for(base_hash, source, row_dir), source)
 
     def decode_example(self, value: dict | str, token_per_repo_id: dict | None = None) -> torch.Tensor:
         """Decode one row to a ``float32`` ``C x H x W`` tensor in [0, 1] at ``self.size``.

@@ -42,7 +42,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "ndf_datasets.integrations.torchvision needs torchvision; install 'ndf-datasets[torchvision]'"
     ) from exc
 
-from .. import format as fmt
 from ..decode import DecodedField, Size, read_field, render_fields, resolve_size
 from ..errors import NDFBaseError, NDFError
 from ..io import base_filename, load_base_cached, read_url, resolve_base
@@ -568,21 +567,19 @@ class NDFImageFolder(DatasetFolder):
 
     def _read(self, path: str) -> torch.Tensor | NDFItem:
         blob = self.loader(path)
-        field = read_field(blob, self._base_for(blob, path), source=path)
+        field = read_field(blob, self._base_arg(path), source=path)
         if self.deferred:
             return self._item(field, path)
         return render_fields([field], self.size, self.device)[0]
 
-    def _base_for(self, blob: bytes, path: str) -> SharedBase | None:
-        """The base a record needs (``None`` for a standalone field), loaded once per process."""
+    def _base_arg(self, path: str) -> SharedBase | Callable[[bytes], SharedBase]:
+        """What :func:`read_field` needs to find a record's base: the base itself, or a resolver
+        called with the record's hash (only for records; bases load once per process)."""
         if isinstance(self.base, SharedBase):
             return self.base
         if isinstance(self.base, str):
-            return _load_file(self.base, path)
-        header = fmt.parse(blob, path)
-        if header.kind != fmt.KIND_RECORD:
-            return None
-        return _resolve(header.base_hash, [os.fspath(self.root)], path)
+            return lambda base_hash: _load_file(self.base, path)
+        return lambda base_hash: _resolve(base_hash, [os.fspath(self.root)], path)
 
     def _base_ref(self, base: SharedBase) -> BaseRef:
         if isinstance(self.base, str):

@@ -61,7 +61,7 @@ import dataclasses
 import os
 import threading
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -335,21 +335,19 @@ class NDFHandler:
             NDFError: invalid data; :class:`~ndf_datasets.NDFBaseError` for a missing/wrong base.
         """
         blob = bytes(data)
-        field = read_field(blob, self._base_for(blob, shard, source), source)
+        field = read_field(blob, self._base_arg(shard, source), source)
         if not self.render:
             return field
         return render_fields([field], self.size, self.device)[0]
 
-    def _base_for(self, blob: bytes, shard: str | None, source: str) -> SharedBase | None:
+    def _base_arg(self, shard: str | None, source: str) -> SharedBase | Callable[[bytes], SharedBase]:
+        """The base, or a resolver :func:`read_field` calls with a record's hash."""
         if self.base is not None and not isinstance(self.base, str):
             return self.base
         if self.base is not None:
-            return ndf.load_base_cached(self.base, **storage_options_for(self.base))
-        container = fmt.parse(blob, source)
-        if container.kind != fmt.KIND_RECORD:
-            return None
+            return lambda base_hash: ndf.load_base_cached(self.base, **storage_options_for(self.base))
         locations = self.base_locations + ((shard_dir(shard),) if shard and not shard.startswith("pipe:") else ())
-        return _find_base(container.base_hash, locations, source)
+        return lambda base_hash: _find_base(base_hash, locations, source)
 
     def __repr__(self) -> str:
         kind = "ndf_decoder" if self.render else "ndf_read"

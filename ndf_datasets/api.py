@@ -13,13 +13,14 @@ import numpy as np
 import torch
 
 from . import format as fmt
-from .coding import fit_code, encode_symbols, pack_codes, unpack_codes
+from .coding import encode_symbols, fit_code, pack_codes, unpack_codes
 from .decode import read_field, render_fields
 from .fields import get_arch
 from .fields.conv import ConvField
 from .fields.grid import GridMLP
-from .fitting import FitSettings, fit_fields, psnr as psnr_of, quantize_weights
+from .fitting import FitSettings, fit_fields, quantize_weights
 from .fitting import fit_base as _fit_base
+from .fitting import psnr as psnr_of
 from .images import COLORSPACE_OF_CHANNELS, to_tensor
 from .shared import SharedBase, build_arch
 

@@ -21,9 +21,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .coding import TensorCode, fit_code
+from .coding import TensorCode
 from .fields import FieldArch
 from .shared import SharedBase
 

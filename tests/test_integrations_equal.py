@@ -7,11 +7,11 @@ import datasets
 import pytest
 import torch
 import webdataset as wds
-
-import ndf_datasets as ndf
 from ndf_datasets.integrations import s3 as nds3
 from ndf_datasets.integrations.torchvision import NDFImageFolder
 from ndf_datasets.integrations.webdataset import ndf_decoder, ndf_samples, write_shards
+
+import ndf_datasets as ndf
 
 from .conftest import make_image
 from .s3server import s3_bucket, s3_env, s3_server  # noqa: F401  (pytest fixtures)

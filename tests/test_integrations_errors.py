@@ -9,11 +9,11 @@ import zlib
 import datasets
 import pytest
 import webdataset as wds
-
-import ndf_datasets as ndf
 from ndf_datasets.integrations.hf import NDFImage, skipped_rows
 from ndf_datasets.integrations.torchvision import NDFImageFolder, ndf_collate
 from ndf_datasets.integrations.webdataset import NDFDecodeError, SkipCounter, ndf_decoder, ndf_samples, write_shards
+
+import ndf_datasets as ndf
 
 from .conftest import make_image
 

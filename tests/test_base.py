@@ -87,3 +87,16 @@ def test_fit_base_accepts_uint8_and_float_stacks_alike(train_images):
     assert a.hash == b.hash
     with pytest.raises(ValueError, match="uint8 or float"):
         ndf.fit_base(u8.float(), epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("config", [(4, 2, 8, 4, 8, 8), (4, 2, 8, 4, 8, 8, 2)])
+def test_conv_field_base_with_amortised_encoder(train_images, tmp_path, config):
+    base = ndf.fit_base(train_images[:16], config, arch="conv-field", epochs=1, batch_size=8, progress=False)
+    assert base.arch.name == "conv-field" and any(s.role == "encoder" for s in base.arch.weight_specs())
+    loaded = ndf.load_base(base.save(tmp_path / "cf.ndfbase"))
+    assert loaded.hash == base.hash and loaded.arch.config == config
+    recs = ndf.encode_batch(train_images[:3], base=loaded, psnr=None, steps=5)
+    assert all(ndf.inspect(r)["arch"] == "conv-field" for r in recs)
+    batch = ndf.decode_batch(recs, base=loaded, size=(20, 12))
+    for i, r in enumerate(recs):
+        torch.testing.assert_close(batch[i], ndf.decode(r, base=base, size=(20, 12)), rtol=0, atol=1e-6)

@@ -4,7 +4,8 @@ Meant for shared bases (MNIST / CIFAR size images). Per image, only the latent `
 channels at ``1/2**down`` of the image size) is stored. The dataset's base holds:
 
 * the synthesis: ``conv3x3(C->W)``, then ``down-1`` times (bilinear x2 upsampling,
-  ``conv3x3(W->W)``), then ``conv1x1(W->F)``: a feature grid ``F x h*2**(down-1) x ...``;
+  ``conv3x3(W->W)``), then ``conv1x1(W->F*S*S)`` and a pixel shuffle by ``S``: a feature grid
+  ``F x S*h*2**(down-1) x ...`` (``S = 2`` gives full-resolution features for ``down = 2``);
 * the field head: the feature grid is interpolated (bilinear, cell centres) at the output
   pixel centres, and a per-pixel MLP ``F -> hidden -> channels`` gives the colour.
 
@@ -29,13 +30,15 @@ __all__ = ["ConvField"]
 
 @register_arch(2, "conv-field")
 class ConvField(FieldArch):
-    """Config: ``(C, down, W, F, hidden, E)``: latent channels, log2 downsampling, synthesis
-    width, field channels, MLP hidden units, analysis width."""
+    """Config: ``(C, down, W, F, hidden, E[, S])``: latent channels, log2 downsampling,
+    synthesis width, field channels, MLP hidden units, analysis width, and the optional
+    sub-pixel factor of the feature grid (default 1)."""
 
     def parse_config(self, config: tuple[int, ...]) -> None:
-        if len(config) != 6:
-            raise ValueError(f"conv-field needs 6 config values (C, down, W, F, hidden, E), got {config}")
-        self.c, self.down, self.w, self.f, self.hidden, self.e = config
+        if len(config) not in (6, 7):
+            raise ValueError(f"conv-field needs 6 or 7 config values (C, down, W, F, hidden, E[, S]), got {config}")
+        self.c, self.down, self.w, self.f, self.hidden, self.e = config[:6]
+        self.s = config[6] if len(config) == 7 else 1
         checks = (
             (1 <= self.c <= 64, "C must be 1..64"),
             (1 <= self.down <= 4, "down must be 1..4"),
@@ -43,6 +46,7 @@ class ConvField(FieldArch):
             (1 <= self.f <= 64, "F must be 1..64"),
             (1 <= self.hidden <= 128, "hidden must be 1..128"),
             (1 <= self.e <= 256, "E must be 1..256"),
+            (self.s in (1, 2, 4), "S must be 1, 2 or 4"),
         )
         for ok, why in checks:
             if not ok:
@@ -59,7 +63,8 @@ class ConvField(FieldArch):
         specs += [TensorSpec("s0.w", (self.w, self.c, 3, 3), "weight"), TensorSpec("s0.b", (self.w,), "weight")]
         for i in range(1, self.down):
             specs += [TensorSpec(f"s{i}.w", (self.w, self.w, 3, 3), "weight"), TensorSpec(f"s{i}.b", (self.w,), "weight")]
-        specs += [TensorSpec("feat.w", (self.f, self.w, 1, 1), "weight"), TensorSpec("feat.b", (self.f,), "weight")]
+        fs = self.f * self.s * self.s
+        specs += [TensorSpec("feat.w", (fs, self.w, 1, 1), "weight"), TensorSpec("feat.b", (fs,), "weight")]
         specs += [TensorSpec("m0.w", (self.hidden, self.f), "weight"), TensorSpec("m0.b", (self.hidden,), "weight")]
         specs += [TensorSpec("m1.w", (self.channels, self.hidden), "weight"), TensorSpec("m1.b", (self.channels,), "weight")]
         specs += [
@@ -80,7 +85,8 @@ class ConvField(FieldArch):
         for i in range(1, self.down):
             t = F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
             t = torch.relu(F.conv2d(t, params[f"s{i}.w"], params[f"s{i}.b"], padding=1))
-        return F.conv2d(t, params["feat.w"], params["feat.b"])
+        feat = F.conv2d(t, params["feat.w"], params["feat.b"])
+        return F.pixel_shuffle(feat, self.s) if self.s > 1 else feat
 
     def render(self, params: Mapping[str, torch.Tensor], height: int, width: int) -> torch.Tensor:
         feat = self.features(params)
@@ -111,6 +117,6 @@ class ConvField(FieldArch):
         for _ in range(1, self.down):
             gh, gw = gh * 2, gw * 2
             macs += gh * gw * (9 * self.w * self.w + 4 * self.w)
-        macs += gh * gw * self.w * self.f
+        macs += gh * gw * self.w * self.f * self.s * self.s
         per_pixel = macs / pixels
         return int(round(per_pixel + 4 * self.f + self.f * self.hidden + self.hidden * self.channels))

@@ -24,23 +24,23 @@ from ndf_datasets.fitting import psnr
 from ndf_datasets.images import to_tensor
 
 
-def run(data: Path, targets: list[float], steps: int, out: Path, limit: int | None) -> None:
+def run(data: Path, targets: list[float], steps: int, out: Path, limit: int | None, early_stop: bool = True) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if out.exists():
         for line in out.read_text().splitlines():
             row = json.loads(line)
-            done.add((row["image"], row["target"], row["steps"]))
+            done.add((row["image"], row["target"], row["steps"], row.get("early_stop", True)))
     files = sorted(data.glob("kodim*.png"))[:limit]
     if not files:
         raise SystemExit(f"no kodim*.png in {data}")
     for target in targets:
         for f in files:
-            if (f.name, target, steps) in done:
+            if (f.name, target, steps, early_stop) in done:
                 continue
             img = Image.open(f).convert("RGB")
             t0 = time.perf_counter()
-            blob = ndf.encode(img, psnr=target, steps=steps, progress=False)
+            blob = ndf.encode(img, psnr=target, steps=steps, early_stop=early_stop, progress=False)
             enc_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             x = ndf.decode(blob)
@@ -50,6 +50,7 @@ def run(data: Path, targets: list[float], steps: int, out: Path, limit: int | No
                 "image": f.name,
                 "target": target,
                 "steps": steps,
+                "early_stop": early_stop,
                 "bytes": len(blob),
                 "bpp": 8 * len(blob) / (h * w),
                 "psnr": float(psnr(x[None], to_tensor(img)[None])),
@@ -66,14 +67,17 @@ def run(data: Path, targets: list[float], steps: int, out: Path, limit: int | No
 
 def summary(out: Path) -> str:
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    keys = sorted({(r["target"], r["steps"]) for r in rows})
-    lines = ["| target dB | steps | images | mean bpp | mean PSNR dB | encode s/img | decode s/img |", "|---|---|---|---|---|---|---|"]
-    for target, steps in keys:
-        rs = [r for r in rows if r["target"] == target and r["steps"] == steps]
+    keys = sorted({(r["target"], r["steps"], r.get("early_stop", True)) for r in rows})
+    lines = [
+        "| target dB | steps | early stop | images | mean bpp | mean PSNR dB | encode s/img | decode s/img |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for target, steps, early in keys:
+        rs = [r for r in rows if (r["target"], r["steps"], r.get("early_stop", True)) == (target, steps, early)]
         n = len(rs)
         mean = lambda k: sum(r[k] for r in rs) / n  # noqa: E731
         lines.append(
-            f"| {target} | {steps} | {n} | {mean('bpp'):.3f} | {mean('psnr'):.2f} | {mean('encode_s'):.1f} | {mean('decode_s'):.2f} |"
+            f"| {target} | {steps} | {early} | {n} | {mean('bpp'):.3f} | {mean('psnr'):.2f} | {mean('encode_s'):.1f} | {mean('decode_s'):.2f} |"
         )
     return "\n".join(lines)
 
@@ -85,10 +89,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--out", type=Path, default=Path("benchmarks/out/kodak.jsonl"))
+    p.add_argument("--no-early-stop", action="store_true", help="optimise to --steps, keep the cheapest point meeting the target")
     p.add_argument("--summary", action="store_true", help="print the table of an existing --out and exit")
     args = p.parse_args()
     if not args.summary:
-        run(args.data, args.psnr, args.steps, args.out, args.limit)
+        run(args.data, args.psnr, args.steps, args.out, args.limit, early_stop=not args.no_early_stop)
     print(summary(args.out))
 
 

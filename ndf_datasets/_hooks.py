@@ -41,6 +41,9 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
 def _call(target: str) -> None:
     module_name, _, func = target.partition(":")
+    importing = sys.modules.get(module_name)
+    if importing is not None and not hasattr(importing, func):
+        return  # the target module is being imported right now (it imported `name`); it registers itself
     try:
         getattr(importlib.import_module(module_name), func)()
     except Exception as exc:  # noqa: BLE001 - an optional adapter must never break its host's import

@@ -116,6 +116,13 @@ def encode_batch(
         config: architecture config for standalone fields (default :func:`default_config`).
         batch_size: images per batched fitting step.
         seed: same seed and inputs, same bytes.
+        device: where to fit (``"cpu"``, ``"cuda"``).
+        progress: show a progress bar.
+        **fit_kw: further :class:`~ndf_datasets.fitting.FitSettings` fields, e.g.
+            ``early_stop=False`` (smaller files, slower), ``min_steps``, ``lr``, ``latent_lr``.
+
+    Raises:
+        TypeError, ValueError: an unsupported image, or labels/metadata of the wrong length.
 
     Returns:
         One ``bytes`` per image, in input order.

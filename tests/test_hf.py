@@ -437,3 +437,16 @@ def test_datasets_own_webdataset_streaming_over_s3(records, tmp_path, s3_bucket)
         cache_dir=str(tmp_path / "hf"),
     )
     assert len(list(stream)) == len(recs)
+
+
+def test_importing_the_adapter_first_registers_without_warnings():
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings; warnings.simplefilter('error');"
+        "import ndf_datasets.integrations.hf as hf;"
+        "from datasets.features.features import _FEATURE_TYPES; assert 'NDFImage' in _FEATURE_TYPES"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -17,15 +17,10 @@ import torch
 
 from .coding import TensorCode
 from .fields import FieldArch
-from .fitting import _batched_weights, laplace_bits, psnr
+from .fitting import _batched_weights, channel_bits, psnr
 from .shared import SharedBase
 
-__all__ = ["fit_amortised_base", "channel_bits"]
-
-
-def channel_bits(latents: dict[str, torch.Tensor], means: dict[str, torch.Tensor], scales: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Bits per image of (noisy or rounded) latents under per-tensor Laplace models."""
-    return sum(laplace_bits(z - means[k], scales[k]) for k, z in latents.items())
+__all__ = ["fit_amortised_base"]
 
 
 def fit_amortised_base(

@@ -26,7 +26,7 @@ from .coding import TensorCode
 from .fields import FieldArch
 from .shared import SharedBase
 
-__all__ = ["FitSettings", "FitResult", "fit_fields", "fit_base", "psnr", "laplace_bits", "quantize_weights"]
+__all__ = ["FitSettings", "FitResult", "fit_fields", "fit_base", "psnr", "laplace_bits", "channel_bits", "quantize_weights"]
 
 LATENT_BOUND = 255.0  # |latent symbol| limit used while fitting
 
@@ -102,6 +102,15 @@ def laplace_bits(z: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
     p = (cdf(z + 0.5) - cdf(z - 0.5)).clamp_min(2.0**-24)
     return -torch.log2(p).flatten(1).sum(1)
+
+
+def channel_bits(
+    latents: dict[str, torch.Tensor], means: dict[str, torch.Tensor] | None, scales: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Bits per image of (noisy or rounded) latents under per-tensor Laplace models (means 0 if None)."""
+    if means is None:
+        return sum(laplace_bits(z, scales[k]) for k, z in latents.items())
+    return sum(laplace_bits(z - means[k], scales[k]) for k, z in latents.items())
 
 
 def _quantize_noise(z: torch.Tensor, hard: bool, gen: torch.Generator) -> torch.Tensor:
@@ -194,9 +203,7 @@ def fit_fields(
     history: list[dict] = []
 
     def bits_of(z: dict[str, torch.Tensor]) -> torch.Tensor:
-        if fixed_means is None:
-            return sum(laplace_bits(z[k], scales_of(k)) for k in z)
-        return sum(laplace_bits(z[k] - fixed_means[k], scales_of(k)) for k in z)
+        return channel_bits(z, fixed_means, {k: scales_of(k) for k in z})
 
     def scales_of(name: str) -> torch.Tensor:
         if fixed_scales is not None:

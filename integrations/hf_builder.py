@@ -36,38 +36,29 @@ In streaming mode ``datasets`` patches ``open``, ``os.path``, ``glob``, ``gzip.o
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import os
 import re
 import shutil
-import struct
-import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import datasets
 import numpy as np
-import torch
 from datasets.builder import Key
 
-from .. import api
-from ..errors import NDFFormatError, NDFLimitError
-from ..format import LIMITS
-from ..io import BASE_SUFFIX, base_filename, is_url, load_base_cached, open_url, read_url
-from ..shared import SharedBase
+from .. import shards, sources
+from ..convert import MANIFEST, convert
+from ..errors import NDFFormatError
+from ..io import BASE_SUFFIX, is_url, load_base_cached, read_url
 from .hf import NDFImage, _storage_options
 
 __all__ = ["MANIFEST", "RAW_SOURCES", "NDFConfig", "NDFDatasetBuilder", "RawSource", "build_cache", "read_raw"]
 
-#: Optional manifest next to the shards (written by :func:`build_cache`).
-MANIFEST = "ndf_dataset.json"
+# MANIFEST: the optional manifest next to the shards (written by :func:`ndf_datasets.convert`).
 _SHARD = re.compile(r"(?P<split>[A-Za-z0-9_]+)-(?P<index>\d+)\.tar$")
-_MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # WebDataset: key = path up to the first dot of the name
-
 
 # ----------------------------------------------------------------------------- raw sources
 
@@ -83,6 +74,8 @@ class RawSource:
         splits: split names.
         reader: ``reader(raw_dir, split) -> (N x H x W x C uint8 images, N labels)``.
         layout: the expected raw layout, for error messages.
+        kinds: the :mod:`ndf_datasets.sources` kinds a raw copy may be (the first is assumed
+            when none is recognised, so its reader names the missing files).
     """
 
     name: str
@@ -91,33 +84,22 @@ class RawSource:
     splits: tuple[str, ...]
     reader: Callable[[str, str], tuple[np.ndarray, np.ndarray]]
     layout: str
+    kinds: tuple[str, ...] = ()
 
 
 def _join(location: str, name: str) -> str:
     return location.rstrip("/") + "/" + name
 
 
-def _read_first(candidates: list[str], what: str, layout: str) -> tuple[bytes, str]:
-    """Bytes of the first existing file among ``candidates``."""
-    for path in candidates:
-        try:
-            return read_url(path, **_storage_options(path)), path
-        except FileNotFoundError:
-            continue
-    raise FileNotFoundError(f"no {what} found; looked for {candidates}. Expected layout: {layout}")
-
-
-_CIFAR_RECORD = 1 + 3 * 32 * 32
 _CIFAR_LAYOUT = "<data_dir>/cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin (the official binary version)"
+_MNIST_LAYOUT = "<data_dir>/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (also <data_dir>/MNIST/raw/)"
 
 
 def read_cifar10(raw_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split of the official CIFAR-10 binary version.
-
-    Each record is 1 label byte and 3072 pixel bytes (R, G, B planes of 32 x 32).
+    """Read a split of the official CIFAR-10 binary version (:func:`ndf_datasets.sources.read_cifar10_bin`).
 
     Args:
-        raw_dir: the folder holding ``cifar-10-batches-bin/`` (or that folder itself).
+        raw_dir: the folder holding ``cifar-10-batches-bin/`` (or that folder itself), or a URL.
         split: ``"train"`` (``data_batch_1..5.bin``) or ``"test"`` (``test_batch.bin``).
 
     Returns:
@@ -127,50 +109,14 @@ def read_cifar10(raw_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         FileNotFoundError: a batch file is missing (the message gives the layout).
         ValueError: a file whose size is not a whole number of records.
     """
-    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
-    images, labels = [], []
-    for name in names:
-        data, path = _read_first(
-            [_join(raw_dir, f"cifar-10-batches-bin/{name}"), _join(raw_dir, name)], f"CIFAR-10 {name}", _CIFAR_LAYOUT
-        )
-        if not data or len(data) % _CIFAR_RECORD:
-            raise ValueError(
-                f"{path}: {len(data)} bytes is not a whole number of {_CIFAR_RECORD}-byte CIFAR-10 records"
-            )
-        rec = np.frombuffer(data, np.uint8).reshape(-1, _CIFAR_RECORD)
-        labels.append(rec[:, 0].astype(np.int64))
-        images.append(rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-    return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
-
-
-_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-_MNIST_LAYOUT = "<data_dir>/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (also <data_dir>/MNIST/raw/)"
-
-
-def _read_idx(raw_dir: str, stem: str, magic: int) -> tuple[np.ndarray, str]:
-    """One IDX file (gzipped or not) as an array of its declared shape."""
-    candidates = [_join(raw_dir, f"{sub}{stem}{ext}") for sub in ("", "MNIST/raw/") for ext in (".gz", "")]
-    data, path = _read_first(candidates, f"MNIST {stem}", _MNIST_LAYOUT)
-    if path.endswith(".gz"):
-        data = gzip.decompress(data)
-    ndim = magic & 0xFF
-    if len(data) < 4 + 4 * ndim or struct.unpack(">I", data[:4])[0] != magic:
-        raise ValueError(f"{path}: not an IDX file with magic {magic:#010x}")
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    body = data[4 + 4 * ndim :]
-    if len(body) != int(np.prod(shape)):
-        raise ValueError(f"{path}: declares shape {shape} but holds {len(body)} bytes")
-    return np.frombuffer(body, np.uint8).reshape(shape), path
+    return sources.read_cifar10_bin(raw_dir, split, _storage_options(raw_dir))
 
 
 def read_mnist(raw_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split of MNIST from its IDX files (``.gz`` or uncompressed).
+    """Read a split of MNIST from its IDX files (:func:`ndf_datasets.sources.read_mnist`).
 
     Args:
-        raw_dir: the folder holding ``train-images-idx3-ubyte.gz`` etc. (or ``MNIST/raw/``).
+        raw_dir: the folder holding ``train-images-idx3-ubyte.gz`` etc. (or ``MNIST/raw/``), or a URL.
         split: ``"train"`` or ``"test"`` (the ``t10k`` files).
 
     Returns:
@@ -179,25 +125,27 @@ def read_mnist(raw_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         FileNotFoundError: a file is missing. ValueError: a malformed file or a count mismatch.
     """
-    image_stem, label_stem = _MNIST_FILES[split]
-    images, image_path = _read_idx(raw_dir, image_stem, 0x803)
-    labels, _ = _read_idx(raw_dir, label_stem, 0x801)
-    if len(images) != len(labels):
-        raise ValueError(f"{image_path}: {len(images)} images but {len(labels)} labels")
-    return images[..., None].copy(), labels.astype(np.int64)  # a writable copy (frombuffer is read-only)
+    return sources.read_mnist(raw_dir, split, _storage_options(raw_dir))
 
 
 RAW_SOURCES: dict[str, RawSource] = {
     "cifar10": RawSource(
         "ndf_cifar10",
         "NDF_CIFAR10_URL",
-        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        sources.CIFAR10_CLASSES,
         ("train", "test"),
         read_cifar10,
         _CIFAR_LAYOUT,
+        ("cifar10-bin", "cifar10-py"),
     ),
     "mnist": RawSource(
-        "ndf_mnist", "NDF_MNIST_URL", tuple(str(d) for d in range(10)), ("train", "test"), read_mnist, _MNIST_LAYOUT
+        "ndf_mnist",
+        "NDF_MNIST_URL",
+        tuple(str(d) for d in range(10)),
+        ("train", "test"),
+        read_mnist,
+        _MNIST_LAYOUT,
+        ("mnist",),
     ),
 }
 
@@ -301,30 +249,13 @@ def list_shards(location: str, storage_options: dict | None = None) -> dict[str,
 def iter_shard(url: str, storage_options: dict | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Yield ``(key, {extension: bytes})`` for each sample of a WebDataset tar shard, streaming.
 
+    See :func:`ndf_datasets.shards.iter_shard`.
+
     Raises:
         NDFFormatError: the shard is not a readable tar file (named by its URL).
         NDFLimitError: a member larger than ``LIMITS['max_file_bytes']``.
     """
-    key, parts = None, {}
-    try:
-        with open_url(url, "rb", **(storage_options or {})) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            for member in tar:
-                m = _MEMBER.match(member.name)
-                if not member.isfile() or m is None:
-                    continue
-                if member.size > LIMITS["max_file_bytes"]:
-                    raise NDFLimitError(
-                        f"member of {member.size} bytes exceeds max_file_bytes", source=f"{url}/{member.name}"
-                    )
-                if m[1] != key and parts:
-                    yield key, parts
-                    parts = {}
-                key = m[1]
-                parts[m[2]] = tar.extractfile(member).read()
-    except tarfile.TarError as exc:
-        raise NDFFormatError(f"not a readable tar shard ({exc})", source=url) from exc
-    if parts:
-        yield key, parts
+    return shards.iter_shard(url, storage_options)
 
 
 def _example(shard: str, key: str, parts: dict[str, bytes]) -> dict[str, Any]:
@@ -344,61 +275,12 @@ def _example(shard: str, key: str, parts: dict[str, bytes]) -> dict[str, Any]:
     return {"image": {"bytes": parts["ndf"], "path": f"{where}.ndf"}, "label": label, "key": key, "json": meta}
 
 
-def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
 def write_shard(path: str, samples: list[tuple[str, bytes, int, dict]]) -> None:
-    """Write one WebDataset shard: ``<key>.ndf``, ``<key>.cls``, ``<key>.json`` per sample (deterministic)."""
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for key, blob, label, meta in samples:
-            _tar_add(tar, f"{key}.ndf", blob)
-            _tar_add(tar, f"{key}.cls", str(int(label)).encode("ascii"))
-            _tar_add(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode("utf-8"))
+    """Write one WebDataset shard: ``<key>.ndf``, ``<key>.cls``, ``<key>.json`` per sample (deterministic, atomic)."""
+    shards.write_shard(path, [shards.Sample(key, blob, int(label), meta) for key, blob, label, meta in samples])
 
 
 # ----------------------------------------------------------------------------- building a cache
-
-
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    """``N x H x W x C`` uint8 -> ``N x C x H x W`` float32 in [0, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def _encode_split(
-    source: RawSource,
-    split: str,
-    images: np.ndarray,
-    labels: np.ndarray,
-    base: SharedBase,
-    config: NDFConfig,
-    out_dir: str,
-) -> dict[str, Any]:
-    """Encode one split as records of ``base`` into shards; returns its manifest entry."""
-    shards = []
-    for index, start in enumerate(range(0, len(images), config.shard_size)):
-        stop = min(start + config.shard_size, len(images))
-        part = labels[start:stop].tolist()
-        blobs = api.encode_batch(
-            _to_tensor(images[start:stop]),
-            psnr=config.psnr,
-            base=base,
-            labels=part,
-            steps=config.steps,
-            seed=config.seed,
-            device=config.device,
-            progress=config.progress,
-        )
-        samples = [
-            (f"{i:06d}", blob, label, {"index": i, "label": label, "class": source.classes[label], "split": split})
-            for i, blob, label in zip(range(start, stop), blobs, part)
-        ]
-        name = f"{split}-{index:06d}.tar"
-        write_shard(_join(out_dir, name), samples)
-        shards.append(name)
-    return {"num_examples": len(images), "shards": shards}
 
 
 def _publish(tmp: str, location: str) -> None:
@@ -432,31 +314,29 @@ def build_cache(source: RawSource, raw_dir: str, location: str, config: NDFConfi
             f"building writes a local folder, but the location is {location}; "
             "set location= or NDF_DATASETS_HOME to a local folder and upload it afterwards"
         )
+    options = _storage_options(raw_dir)
+    detected = sources.detect_kind(raw_dir, options)
+    kind = detected if detected in source.kinds else (source.kinds[0] if source.kinds else None)
     tmp = f"{location}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
-        data = {split: read_raw(source, raw_dir, split, config.max_images) for split in source.splits}
-        base = api.fit_base(
-            _to_tensor(data["train"][0]),
-            epochs=config.base_epochs,
+        convert(
+            raw_dir,
+            tmp,
+            kind=kind,
+            name=source.name,
+            psnr=config.psnr,
+            steps=config.steps,
             seed=config.seed,
             device=config.device,
+            shard_size=config.shard_size,
+            max_images=config.max_images,
+            base_epochs=config.base_epochs,
+            storage_options=options,
             progress=config.progress,
+            distributed=False,
         )
-        base.save(_join(tmp, base_filename(base.hash)))
-        splits = {s: _encode_split(source, s, *data[s], base, config, tmp) for s in source.splits}
-        manifest = {
-            "name": source.name,
-            "format": "ndf-webdataset",
-            "version": 1,
-            "classes": list(source.classes),
-            "base": base_filename(base.hash),
-            "splits": splits,
-            "build": config.build_options(),
-        }
-        with open_url(_join(tmp, MANIFEST), "wb") as f:
-            f.write(json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
         _publish(tmp, location)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

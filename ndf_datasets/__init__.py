@@ -10,9 +10,12 @@ Quick start::
     base = ndf.fit_base(train_images)             # one shared network for a dataset
     rec = ndf.encode(image, base=base, psnr=34)   # a small per-image record
     x = ndf.decode(rec, base=base, size=32)
+
+    ndf.convert("raw/cifar-10-batches-py", "out/cifar10")   # a dataset -> base + WebDataset shards
 """
 
 from .api import default_base_config, default_config, encode, encode_batch, fit_base, inspect
+from .convert import convert
 from .decode import DecodedField, decode, decode_batch, read_field, render_fields
 from .errors import NDFBaseError, NDFChecksumError, NDFError, NDFFormatError, NDFLimitError, NDFVersionError
 from .format import LIMITS
@@ -37,6 +40,7 @@ __all__ = [
     "decode_batch",
     "inspect",
     "fit_base",
+    "convert",
     "load_base",
     "load_base_cached",
     "clear_base_cache",

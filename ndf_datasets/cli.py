@@ -1,4 +1,4 @@
-"""The ``ndf`` command line: ``encode``, ``decode``, ``info``, ``demo``.
+"""The ``ndf`` command line: ``encode``, ``decode``, ``info``, ``demo``, ``convert``.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     ndf decode kodim23.ndf -o big.png --size 1536x1024     # WIDTHxHEIGHT, like image tools
     ndf info kodim23.ndf
     ndf demo -o demo_out                                    # encode a bundled image, decode at 3 sizes
+    ndf convert raw/mnist out/mnist --psnr 30               # a dataset -> base + WebDataset shards (resumable)
 
 Outputs are never overwritten unless ``--force`` is given. Exit status: 0 ok, 1 an NDF or
 input error (message on stderr), 2 bad usage.
@@ -123,6 +124,87 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    src = args.src[0] if len(args.src) == 1 else args.src
+    options = json.loads(args.storage_options) if args.storage_options else None
+    if options is not None and not isinstance(options, dict):
+        raise ValueError("--storage-options must be a JSON object")
+    result = convert(
+        src,
+        args.out,
+        layout=args.layout,
+        psnr=args.psnr,
+        steps=args.steps,
+        seed=args.seed,
+        device=args.device,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        max_images=args.max_images,
+        splits=args.splits.split(",") if args.splits else None,
+        mode=args.mode,
+        early_stop=not args.no_early_stop,
+        base=args.base,
+        base_arch=args.base_arch,
+        base_epochs=args.base_epochs,
+        base_batch_size=args.base_batch_size,
+        base_max_images=args.base_max_images,
+        kind=args.kind,
+        storage_options=options,
+        force=args.force,
+        progress=not args.quiet,
+        dist_timeout=args.dist_timeout,
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
+    line = (
+        f"{result.out}: {counts} images, base {result.base_hash}; encoded {result.encoded} here "
+        f"({result.images_per_s:.1f} images/s), kept {result.skipped} finished shards, {result.seconds:.1f} s"
+    )
+    if result.manifest is not None:
+        st = result.manifest["stats"]
+        line += f"; mean {st['psnr']['mean']:.2f} dB, {st['bytes']['mean']:.1f} bytes/image ({st['bpp']:.3f} bpp)"
+    print(line)
+    return 0
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser(
+        "convert",
+        help="convert a dataset (MNIST/CIFAR-10 raw copy, ImageFolder, image files) to NDF shards",
+        description="Fit a shared base on the training split, then encode every split as records into "
+        "WebDataset shards (or one .ndf per image). Re-running the same command resumes an interrupted "
+        "conversion; under torchrun each rank converts its share of the shards. "
+        "Arguments can be read from a file: ndf convert @args.txt",
+        fromfile_prefix_chars="@",
+    )
+    c.add_argument("src", nargs="+", help="source folder or URL (or several image files)")
+    c.add_argument("out", help="output folder or URL (s3://bucket/prefix)")
+    c.add_argument("--layout", choices=["webdataset", "files"], default="webdataset", help="output layout")
+    c.add_argument("--psnr", type=float, default=30.0, help="target PSNR of the records in dB (default 30)")
+    c.add_argument("--steps", type=int, default=None, help="maximum fitting steps per record")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--device", default="cpu", help="fitting device (cpu, cuda; under torchrun cuda:LOCAL_RANK)")
+    c.add_argument("--batch-size", type=int, default=256, help="images per encode batch (default 256)")
+    c.add_argument("--shard-size", type=int, default=10000, help="images per shard (default 10000)")
+    c.add_argument("--max-images", type=int, default=None, help="convert only the first N images of each split")
+    c.add_argument("--splits", default=None, help="comma-separated splits to convert (default: all)")
+    c.add_argument("--mode", choices=["L", "RGB", "RGBA"], default=None, help="convert image files to this mode")
+    c.add_argument("--no-early-stop", action="store_true", help="keep optimising each record (smaller, slower)")
+    c.add_argument("--kind", choices=["mnist", "cifar10-bin", "cifar10-py", "imagefolder"], default=None,
+                   help="source kind (default: detected)")  # fmt: skip
+    c.add_argument("--base", default=None, help="use this .ndfbase instead of fitting one")
+    c.add_argument("--base-arch", choices=["grid-mlp", "conv-field"], default="grid-mlp")
+    c.add_argument("--base-epochs", type=int, default=20, help="base fitting epochs (default 20)")
+    c.add_argument("--base-batch-size", type=int, default=256)
+    c.add_argument("--base-max-images", type=int, default=None, help="fit the base on the first N training images")
+    c.add_argument("--storage-options", default=None, help="fsspec options as JSON, e.g. for an S3 endpoint")
+    c.add_argument("--dist-timeout", type=float, default=10800.0, help="seconds a torchrun rank waits for the others")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    c.add_argument("-f", "--force", action="store_true", help="start over in an OUT that holds other files")
+    c.set_defaults(func=cmd_convert)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ndf", description="Neural Data Format: encode, decode and inspect .ndf files.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -160,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--steps", type=int, default=400)
     m.add_argument("-f", "--force", action="store_true")
     m.set_defaults(func=cmd_demo)
+
+    _add_convert(sub)
     return p
 
 
@@ -167,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (NDFError, FileExistsError, FileNotFoundError, IsADirectoryError, ValueError, OSError) as exc:
+    except (NDFError, FileExistsError, FileNotFoundError, IsADirectoryError, ValueError, OSError, RuntimeError) as exc:
         print(f"ndf {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

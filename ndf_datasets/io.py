@@ -26,6 +26,8 @@ __all__ = [
     "base_filename",
     "resolve_base",
     "BASE_SUFFIX",
+    "TMP_SUFFIX",
+    "write_atomic",
 ]
 
 #: File-name suffix of shared bases. A dataset's base lives next to its data (folder root or
@@ -70,6 +72,51 @@ def read_url(location: str | os.PathLike, limit: int | None = None, **storage_op
     if len(data) > limit:
         raise NDFLimitError(f"file is larger than the limit of {limit} bytes", source=os.fspath(location))
     return data
+
+
+#: Suffix of the temporary files :func:`write_atomic` writes next to their final name
+#: (``.<name>.<pid>.ndf-tmp``); a killed writer may leave one behind, never a partial final file.
+TMP_SUFFIX = ".ndf-tmp"
+
+
+def write_atomic(location: str | os.PathLike, data: bytes, **storage_options: Any) -> None:
+    """Write a whole file so that ``location`` never holds a partial one.
+
+    A local path (or ``file://`` URL) is written to a temporary sibling, flushed to disk and
+    ``os.replace``'d into place. Other URLs are written with one ``pipe_file`` call: on S3 a
+    single PUT, or a multipart upload that only becomes visible when it completes (an
+    interrupted upload leaves no object). Parent folders are created.
+
+    Args:
+        location: path or fsspec URL.
+        data: the file's bytes.
+        storage_options: passed to fsspec for URLs.
+
+    Raises:
+        OSError: the write failed (nothing is left under ``location``'s name).
+    """
+    location = os.fspath(location)
+    if location.startswith("file://"):
+        location = location[len("file://") :]
+    if is_url(location):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(location, **storage_options)
+        fs.pipe_file(path, bytes(data))
+        return
+    folder, name = os.path.split(os.path.abspath(location))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, location)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _stamp(location: str) -> Any:

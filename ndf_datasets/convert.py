@@ -168,7 +168,9 @@ class _Unit:
 
 
 def _json_bytes(obj: Any, compact: bool = False) -> bytes:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":")) if compact else json.dumps(obj, indent=1, sort_keys=True)
+    text = (
+        json.dumps(obj, sort_keys=True, separators=(",", ":")) if compact else json.dumps(obj, indent=1, sort_keys=True)
+    )
     return (text + "\n").encode("utf-8")
 
 
@@ -495,7 +497,9 @@ def _encode_unit(
         data = shard_bytes(_samples(source, unit, blobs))
         extra = {"shard": f"{unit.name}.tar", "shard_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         stats = _stats(unit, blobs, labels, extra)
-        store.write(unit.stats_name, _json_bytes(stats, compact=True))  # the stats first: the manifest can always be rebuilt
+        store.write(
+            unit.stats_name, _json_bytes(stats, compact=True)
+        )  # the stats first: the manifest can always be rebuilt
         store.write(f"{unit.name}.tar", data)
         return stats
     files = [_file_name(source, unit, i, label) for i, label in zip(range(unit.start, unit.stop), labels)]

@@ -24,6 +24,7 @@ downloaded from the internet: locations are read as they are.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import pickle
@@ -95,6 +96,10 @@ class Split:
         """The source file name of images ``start..stop-1`` where known, else ``None``."""
         return [None] * (min(stop, len(self)) - start)
 
+    def fingerprint(self, h: Any) -> None:
+        """Feed what identifies this split's content into the hash object ``h``."""
+        h.update(repr(self.labels).encode())
+
 
 @dataclass
 class ArraySplit(Split):
@@ -111,6 +116,12 @@ class ArraySplit(Split):
         if self.filenames is None:
             return super().names(start, stop)
         return list(self.filenames[start:stop])
+
+    def fingerprint(self, h: Any) -> None:
+        """The pixels and labels (the arrays are in memory anyway)."""
+        super().fingerprint(h)
+        h.update(repr(self.array.shape).encode())
+        h.update(memoryview(np.ascontiguousarray(self.array)).cast("B"))
 
 
 @dataclass
@@ -136,6 +147,12 @@ class FileSplit(Split):
     def names(self, start: int, stop: int) -> list[str | None]:
         return list(self.rel[start:stop])
 
+    def fingerprint(self, h: Any) -> None:
+        """The file names and labels (not their content, which would mean reading every file twice)."""
+        super().fingerprint(h)
+        h.update("\n".join(self.files).encode())
+        h.update(self.mode.encode())
+
 
 @dataclass
 class Source:
@@ -156,12 +173,19 @@ class Source:
     name: str
 
     def describe(self) -> dict[str, Any]:
-        """JSON facts that identify the source (kind, location, classes, split sizes)."""
+        """JSON facts that identify the source: kind, location, classes, split sizes and a
+        fingerprint (SHA-256 of the pixels and labels of raw copies; of the file names,
+        labels and mode of image files), so a changed source is not mistaken for the same one."""
+        h = hashlib.sha256()
+        for name, split in self.splits.items():
+            h.update(name.encode() + b"\0")
+            split.fingerprint(h)
         return {
             "kind": self.kind,
             "location": self.location,
             "classes": list(self.classes),
             "counts": {s: len(v) for s, v in self.splits.items()},
+            "fingerprint": h.hexdigest(),
         }
 
 
@@ -700,6 +724,7 @@ def _open_files(paths: Sequence[str], options: dict, mode: str | None) -> Source
 def detect_kind(location: str, storage_options: dict | None = None) -> str | None:
     """The raw dataset kind at ``location`` (``"mnist"``, ``"cifar10-bin"``, ``"cifar10-py"``) or ``None``."""
     options = storage_options or {}
+
     def has(*names: str) -> bool:
         return _first([_join(location, n) for n in names], options) is not None
 

@@ -121,11 +121,26 @@ def _open_model(lo: int, hi: int):
     return constriction.stream.model.QuantizedLaplace(lo, hi)
 
 
-@functools.lru_cache(maxsize=256)
-def _run_params(items: tuple[tuple[int, TensorCode], ...]) -> tuple[np.ndarray, np.ndarray]:
+#: Runs of at most this many symbols keep their per-symbol parameter arrays cached (16 bytes
+#: per symbol): a dataset's records share a few small runs. Larger runs are rebuilt per call,
+#: so a stream of hostile files declaring big, all-different runs can not pin gigabytes.
+_CACHED_RUN_SYMBOLS = 1 << 16
+
+
+def _build_run_params(items: tuple[tuple[int, TensorCode], ...]) -> tuple[np.ndarray, np.ndarray]:
     means = np.concatenate([np.full(n, c.mean, dtype=np.float64) for n, c in items])
     scales = np.concatenate([np.full(n, c.scale, dtype=np.float64) for n, c in items])
     return means, scales
+
+
+_cached_run_params = functools.lru_cache(maxsize=256)(_build_run_params)
+
+
+def _run_params(items: tuple[tuple[int, TensorCode], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-symbol means and scales of a run (cached for small runs only)."""
+    if sum(n for n, _ in items) <= _CACHED_RUN_SYMBOLS:
+        return _cached_run_params(items)
+    return _build_run_params(items)
 
 
 def _runs(specs: Sequence[tuple[int, TensorCode]]) -> list[list[int]]:

@@ -9,8 +9,11 @@ Decoding is split in two so loaders can defer the expensive part:
   group of same-shaped fields, on any device, at any output size.
 
 Output sizes smaller than the original are rendered by supersampling each output pixel's
-footprint (a box filter over ``f x f`` field samples, ``f = ceil(original / output)``) so
-downscaled decodes do not alias. This module never imports the fitting code.
+footprint (a box filter over ``f x f`` field samples, ``f = min(MAX_SUPERSAMPLE, ceil(original /
+output))``) so downscaled decodes do not alias. The cap keeps the cost of a small decode
+independent of the size a file *declares*: a hostile 100-byte header claiming 8192 x 8192 can
+not turn a 16 x 16 decode into a 67-million-sample render. This module never imports the
+fitting code.
 """
 
 from __future__ import annotations
@@ -30,9 +33,22 @@ from .errors import NDFBaseError, NDFFormatError
 from .fields import FieldArch
 from .shared import SharedBase, build_arch
 
-__all__ = ["DecodedField", "Size", "read_field", "render_fields", "decode", "decode_batch", "resolve_size", "read_bytes"]
+__all__ = [
+    "DecodedField",
+    "Size",
+    "MAX_SUPERSAMPLE",
+    "read_field",
+    "render_fields",
+    "decode",
+    "decode_batch",
+    "resolve_size",
+    "read_bytes",
+]
 
 Size = int | tuple[int, int] | None
+
+#: At most ``MAX_SUPERSAMPLE x MAX_SUPERSAMPLE`` field samples per output pixel (FORMAT.md section 10).
+MAX_SUPERSAMPLE = 8
 
 
 @dataclass
@@ -118,6 +134,13 @@ def read_field(blob: bytes, base: SharedBase | Callable[[bytes], SharedBase] | N
         symbols = decode_symbols(c.payload, [(s.numel, code) for s, code in zip(specs, base.latent_codes)], source)
         return DecodedField(arch, _to_tensors(specs, symbols, base.latent_codes), None, base, c.label, source)
     arch = build_arch(c.arch, c.config, c.height, c.width, c.channels, source)
+    if not arch.standalone:
+        raise NDFFormatError(
+            f"a standalone (kind 1) {arch.name} file is not supported: {arch.name} is stored only as a shared base "
+            "and its records",
+            source=source,
+            offset=4,
+        )
     specs = arch.tensor_specs()
     _check_count(specs, source)
     codes, used = unpack_codes(c.payload, len(specs), source)
@@ -144,7 +167,26 @@ def resolve_size(size: Size, height: int, width: int) -> tuple[int, int]:
 
 
 def _supersample(arch: FieldArch, height: int, width: int) -> int:
-    return max(1, math.ceil(arch.height / height), math.ceil(arch.width / width))
+    return min(MAX_SUPERSAMPLE, max(1, math.ceil(arch.height / height), math.ceil(arch.width / width)))
+
+
+def _chunks(fields: Sequence[DecodedField], idx: list[int], height: int, width: int) -> list[list[int]]:
+    """Split one render group so no forward pass exceeds ``LIMITS['max_render_values']``.
+
+    Raises:
+        NDFLimitError: ONE image of the group alone exceeds it (its header declares a field
+            too expensive to render at this size).
+    """
+    limit = fmt.LIMITS["max_render_values"]
+    per_image = fields[idx[0]].arch.peak_values(height, width)
+    if per_image > limit:
+        raise fmt.NDFLimitError(
+            f"rendering at {height}x{width} field samples needs a {per_image}-element intermediate tensor, "
+            f"over max_render_values={limit}; decode at a smaller size",
+            source=", ".join(sorted({fields[i].source for i in idx})),
+        )
+    step = max(1, limit // max(1, per_image))
+    return [idx[i : i + step] for i in range(0, len(idx), step)]
 
 
 def render_fields(
@@ -157,6 +199,9 @@ def render_fields(
     Raises:
         ValueError: an empty list, mixed channel counts, no common size, or an output larger
             than ``LIMITS['max_decode_pixels']``.
+        NDFLimitError: one field is too expensive to render at this size
+            (``LIMITS['max_render_values']``); larger batches are rendered in chunks instead.
+        NDFFormatError: a field renders non-finite values.
     """
     if not fields:
         raise ValueError("nothing to render: the list of fields is empty")
@@ -177,23 +222,29 @@ def render_fields(
         groups.setdefault(f.group_key, []).append(i)
     out = torch.empty((len(fields), fields[0].arch.channels, h, w), device=device)
     with torch.inference_mode():
-        for idx in groups.values():
-            first = fields[idx[0]]
-            arch = first.arch
-            params = {k: torch.stack([fields[i].latents[k] for i in idx]).to(device) for k in first.latents}
-            if first.base is not None:
-                params.update(first.base.weights_on(device))
-            else:
-                params.update({k: torch.stack([fields[i].weights[k] for i in idx]).to(device) for k in first.weights})
-            ss = _supersample(arch, h, w)
-            img = arch.render(params, h * ss, w * ss)
-            if ss > 1:
-                img = F.avg_pool2d(img, ss)
-            if not bool(torch.isfinite(img).all()):
-                bad = [fields[i].source for i, ok in zip(idx, torch.isfinite(img).flatten(1).all(1).tolist()) if not ok]
-                raise NDFFormatError("the field renders non-finite values (hostile or corrupted weights)", source=", ".join(bad))
-            out[idx] = img.clamp_(0.0, 1.0)
+        for group in groups.values():
+            ss = _supersample(fields[group[0]].arch, h, w)
+            for idx in _chunks(fields, group, h * ss, w * ss):
+                out[idx] = _render_group([fields[i] for i in idx], h, w, ss, device)
     return out
+
+
+def _render_group(fields: Sequence[DecodedField], h: int, w: int, ss: int, device: torch.device) -> torch.Tensor:
+    """One forward pass for same-shaped fields, box-filtered by ``ss`` and clamped."""
+    first = fields[0]
+    arch = first.arch
+    params = {k: torch.stack([f.latents[k] for f in fields]).to(device) for k in first.latents}
+    if first.base is not None:
+        params.update(first.base.weights_on(device))
+    else:
+        params.update({k: torch.stack([f.weights[k] for f in fields]).to(device) for k in first.weights})
+    img = arch.render(params, h * ss, w * ss)
+    if ss > 1:
+        img = F.avg_pool2d(img, ss)
+    if not bool(torch.isfinite(img).all()):
+        bad = [f.source for f, ok in zip(fields, torch.isfinite(img).flatten(1).all(1).tolist()) if not ok]
+        raise NDFFormatError("the field renders non-finite values (hostile or corrupted weights)", source=", ".join(bad))
+    return img.clamp_(0.0, 1.0)
 
 
 def decode(blob: bytes, size: Size = None, base: SharedBase | None = None, device: str | torch.device = "cpu", source: str = "<bytes>") -> torch.Tensor:

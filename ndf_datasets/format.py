@@ -77,6 +77,7 @@ LIMITS: dict[str, int] = {
     "max_pixels": 64 * 1024 * 1024,  # original height*width
     "max_symbols": 32 * 1024 * 1024,  # quantised values in one payload
     "max_decode_pixels": 256 * 1024 * 1024,  # output B*H*W of one decode call
+    "max_render_values": 1024 * 1024 * 1024,  # largest intermediate of rendering ONE image
 }
 
 BASE_HASH_BYTES = 8

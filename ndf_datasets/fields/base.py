@@ -52,6 +52,9 @@ class FieldArch:
 
     arch_id: ClassVar[int] = 0
     name: ClassVar[str] = ""
+    #: Whether a standalone (kind 1) file of this architecture can be rendered, i.e. whether
+    #: :meth:`render` accepts per-image weights. Readers refuse such files when it is False.
+    standalone: ClassVar[bool] = True
 
     def __init__(self, config: tuple[int, ...], height: int, width: int, channels: int):
         self.config = tuple(int(v) for v in config)
@@ -80,6 +83,16 @@ class FieldArch:
     def macs_per_pixel(self) -> int:
         """Multiply-accumulates spent per output pixel (the decoder's cost)."""
         raise NotImplementedError
+
+    def peak_values(self, height: int, width: int) -> int:
+        """Elements of the largest intermediate tensor of :meth:`render` for ONE image at
+        ``height x width`` (an estimate; readers check it before rendering, so a hostile
+        header can not make them allocate without bound).
+
+        The default: one activation of the widest weight matrix per output pixel.
+        """
+        dims = [self.channels] + [d for s in self.tensor_specs() if s.role == "weight" for d in s.shape[:2]]
+        return height * width * max(dims)
 
     def latent_specs(self) -> list[TensorSpec]:
         """The per-image tensors, in spec order (computed once per instance)."""

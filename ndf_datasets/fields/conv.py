@@ -34,6 +34,8 @@ class ConvField(FieldArch):
     synthesis width, field channels, MLP hidden units, analysis width, and the optional
     sub-pixel factor of the feature grid (default 1)."""
 
+    standalone = False  # the synthesis convolves with ONE network shared by the batch
+
     def parse_config(self, config: tuple[int, ...]) -> None:
         if len(config) not in (6, 7):
             raise ValueError(f"conv-field needs 6 or 7 config values (C, down, W, F, hidden, E[, S]), got {config}")
@@ -108,6 +110,13 @@ class ConvField(FieldArch):
         h, w = self.latent_hw
         y = y[:, :, :h, :w]
         return {f"y{c}": y[:, c : c + 1] for c in range(self.c)}
+
+    def peak_values(self, height: int, width: int) -> int:
+        """The larger of the synthesis (at the record's own latent size) and the field head."""
+        h, w = self.latent_hw
+        k = 2 ** (self.down - 1)
+        synthesis = h * k * w * k * max(self.w, self.f * self.s * self.s)
+        return max(synthesis, height * width * max(self.f, self.hidden, self.channels))
 
     def macs_per_pixel(self) -> int:
         h, w = self.latent_hw

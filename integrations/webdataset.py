@@ -49,6 +49,15 @@ With ``.decode(ndf_decoder(...))`` WebDataset itself wraps the error in its
 missing or wrong shared base raises :class:`~ndf_datasets.NDFBaseError`: it is a
 configuration error, and :class:`SkipCounter` refuses to skip it.
 
+No code is executed on read. WebDataset's ``.decode()`` appends its default post-handlers,
+which unpickle ``.pyd`` / ``.pickle`` / ``.pkl`` members and ``torch.load`` ``.pth`` members
+(with ``weights_only=False`` unless ``WDS_PYTORCH_WEIGHTS_ONLY=1``): a shard from a stranger
+could run code through them. :func:`ndf_decoder` and :func:`ndf_read` therefore also claim
+those members (:data:`CODE_EXTENSIONS`) and hand back their raw bytes, so a ``.decode()``
+stage that includes an NDF handler never unpickles anything (``allow_code=True`` restores
+WebDataset's behaviour for trusted data). ``.map(ndf_samples(...))`` touches only ``.ndf``
+members and leaves every other member as bytes.
+
 Decoders are small picklable objects (DataLoader workers get copies). Render on the CPU
 in workers; use the batched path for CUDA (CUDA does not work in forked workers).
 Importing this module registers fsspec handlers for the ``s3://``-like schemes WebDataset
@@ -79,6 +88,7 @@ if TYPE_CHECKING:
     from ndf_datasets.shared import SharedBase
 
 __all__ = [
+    "CODE_EXTENSIONS",
     "NDFBatchRender",
     "NDFDecodeError",
     "NDFHandler",
@@ -94,6 +104,10 @@ __all__ = [
 ]
 
 Size = int | tuple[int, int] | None
+
+#: Members whose WebDataset default decoders execute code (``pickle.loads``, ``torch.load``).
+#: NDF handlers return these members' raw bytes instead (see the module docstring).
+CODE_EXTENSIONS: tuple[str, ...] = ("pyd", "pickle", "pkl", "pth")
 
 register_gopen_schemes()
 
@@ -284,6 +298,9 @@ class NDFHandler:
         base_locations: directories / URL prefixes holding ``<hash>.ndfbase`` files.
         extensions: space-separated extensions to decode (``"ndf"`` matches ``x.ndf``, ``x.seg.ndf``).
         render: ``False`` to return the un-rendered :class:`~ndf_datasets.DecodedField`.
+        allow_code: ``False`` (default): members with a :data:`CODE_EXTENSIONS` extension
+            are returned as raw bytes, so WebDataset's default post-handlers never unpickle
+            or ``torch.load`` them; ``True``: leave them to WebDataset (trusted data only).
 
     Raises:
         ValueError: an invalid ``size`` (at construction).
@@ -297,6 +314,7 @@ class NDFHandler:
         base_locations: Iterable[str | os.PathLike] | str | None = None,
         extensions: str = "ndf",
         render: bool = True,
+        allow_code: bool = False,
     ):
         if size is not None:
             resolve_size(size, 1, 1)  # validate now, not in a worker
@@ -308,18 +326,24 @@ class NDFHandler:
         if not self.extensions:
             raise ValueError("extensions must name at least one extension, e.g. 'ndf'")
         self.render = render
+        self.allow_code = bool(allow_code)
 
     def matches(self, key: str) -> bool:
         """Whether this handler decodes members with extension ``key``."""
         return _matches(key, self.extensions)
 
-    def __call__(self, key: str, data: bytes) -> torch.Tensor | DecodedField | None:
+    def __call__(self, key: str, data: bytes) -> torch.Tensor | DecodedField | bytes | None:
         """Decode ``data`` if ``key`` is one of the handler's extensions, else return ``None``.
+
+        A :data:`CODE_EXTENSIONS` member is returned as its raw bytes (unless ``allow_code``),
+        which ends WebDataset's handler chain before any unpickling decoder.
 
         Raises:
             NDFError: the member is not a valid ``.ndf`` (a subclass says why).
         """
         if not self.matches(key):
+            if not self.allow_code and _matches(key, CODE_EXTENSIONS):
+                return bytes(data)
             return None
         return self.convert(data, source=f"<.{key} member>")
 
@@ -360,6 +384,7 @@ def ndf_decoder(
     base: SharedBase | str | os.PathLike | None = None,
     base_locations: Iterable[str | os.PathLike] | str | None = None,
     extensions: str = "ndf",
+    allow_code: bool = False,
 ) -> NDFHandler:
     """A WebDataset handler decoding ``.ndf`` members to ``C x H x W`` float tensors in [0, 1].
 
@@ -372,6 +397,8 @@ def ndf_decoder(
         base: the shared base for records: a SharedBase or its path/URL.
         base_locations: directories / URL prefixes searched for ``<hash>.ndfbase``.
         extensions: space-separated extensions to decode.
+        allow_code: let WebDataset unpickle ``.pyd``/``.pickle``/``.pkl`` and ``torch.load``
+            ``.pth`` members (default ``False``: they stay raw bytes; see :data:`CODE_EXTENSIONS`).
 
     Raises:
         ValueError: an invalid ``size``.
@@ -379,13 +406,14 @@ def ndf_decoder(
     Returns:
         A picklable handler.
     """
-    return NDFHandler(size, device, base, base_locations, extensions, render=True)
+    return NDFHandler(size, device, base, base_locations, extensions, render=True, allow_code=allow_code)
 
 
 def ndf_read(
     base: SharedBase | str | os.PathLike | None = None,
     base_locations: Iterable[str | os.PathLike] | str | None = None,
     extensions: str = "ndf",
+    allow_code: bool = False,
 ) -> NDFHandler:
     """A WebDataset handler turning ``.ndf`` members into :class:`~ndf_datasets.DecodedField`.
 
@@ -396,11 +424,12 @@ def ndf_read(
         base: the shared base for records: a SharedBase or its path/URL.
         base_locations: directories / URL prefixes searched for ``<hash>.ndfbase``.
         extensions: space-separated extensions to read.
+        allow_code: as in :func:`ndf_decoder`.
 
     Returns:
         A picklable handler.
     """
-    return NDFHandler(None, "cpu", base, base_locations, extensions, render=False)
+    return NDFHandler(None, "cpu", base, base_locations, extensions, render=False, allow_code=allow_code)
 
 
 class NDFSampleMap:

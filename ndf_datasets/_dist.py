@@ -46,14 +46,16 @@ class Group:
     def __init__(self, rank: int, world: int, timeout_s: float) -> None:
         self.rank, self.world = rank, world
         self._owned = False
+        self._group = None
         if world > 1:
             import torch.distributed as dist
 
+            timeout = datetime.timedelta(seconds=float(timeout_s))
             if not dist.is_initialized():
-                dist.init_process_group(
-                    "gloo", init_method="env://", timeout=datetime.timedelta(seconds=float(timeout_s))
-                )
+                dist.init_process_group("gloo", init_method="env://", timeout=timeout)
                 self._owned = True
+            elif dist.get_backend() != "gloo":  # e.g. the caller's NCCL group: CPU tensors need gloo
+                self._group = dist.new_group(backend="gloo", timeout=timeout)
             if dist.get_world_size() != world or dist.get_rank() != rank:
                 raise ValueError("the initialised process group does not match RANK / WORLD_SIZE")
 
@@ -64,7 +66,7 @@ class Group:
         import torch.distributed as dist
 
         flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self._group)
         return bool(flag.item())
 
     def broadcast_bytes(self, data: bytes, size: int) -> bytes:
@@ -76,7 +78,7 @@ class Group:
         buf = torch.zeros(size, dtype=torch.uint8)
         if self.rank == 0:
             buf[:] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        dist.broadcast(buf, src=0)
+        dist.broadcast(buf, src=0, group=self._group)
         return bytes(buf.tolist())
 
     def close(self) -> None:

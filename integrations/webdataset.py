@@ -74,11 +74,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import webdataset as wds
+import webdataset.cache
+
 import ndf_datasets as ndf
 from ndf_datasets import format as fmt
 from ndf_datasets.decode import DecodedField, read_field, render_fields, resolve_size
 from ndf_datasets.errors import NDFBaseError, NDFError
 from ndf_datasets.io import is_url
+from ndf_datasets.tarcheck import VerifiedTarStream
 
 from .s3 import register_gopen_schemes, storage_options_for
 
@@ -93,6 +97,7 @@ __all__ = [
     "NDFDecodeError",
     "NDFHandler",
     "NDFSampleMap",
+    "NDFWebDataset",
     "ShardSet",
     "SkipCounter",
     "ndf_batch_decode",
@@ -118,25 +123,32 @@ register_gopen_schemes()
 class NDFDecodeError(NDFError):
     """A sample's ``.ndf`` member could not be decoded; raised ``from`` the NDFError saying why.
 
-    Like WebDataset's ``DecodingError``, but with a message naming the shard and sample.
+    Like WebDataset's ``DecodingError``, but with a message naming the shard, the sample, the
+    member and (when known) the byte offset inside the member.
 
     Attributes:
         key: the sample's ``__key__``.
         url: the shard's ``__url__``.
-        member: the member's extension (``"ndf"``).
+        member: the member's extension (``"ndf"``; ``"cls"`` for a label that contradicts
+            the ``.ndf`` header).
         reason: the underlying error's message.
+        member_offset: byte offset of the damage inside the member, or ``None``.
     """
 
-    def __init__(self, key: str | None, url: str | None, member: str = "ndf", reason: str = ""):
+    def __init__(
+        self, key: str | None, url: str | None, member: str = "ndf", reason: str = "", member_offset: int | None = None
+    ):
         self.key = key
         self.url = url
         self.member = member
         self.reason = reason
-        message = f"can not decode member {member!r} of sample {key!r}"
+        self.member_offset = member_offset
+        where = f" at byte {member_offset} of the member" if member_offset is not None else ""
+        message = f"can not decode member {key}.{member}{where} (sample {key!r})"
         super().__init__(f"{message}: {reason}" if reason else message, source=url or "<unknown shard>")
 
     def __reduce__(self):
-        return (type(self), (self.key, self.url, self.member, self.reason))
+        return (type(self), (self.key, self.url, self.member, self.reason, self.member_offset))
 
 
 def _wds_decoding_error(exc: BaseException) -> bool:
@@ -358,8 +370,14 @@ class NDFHandler:
         Raises:
             NDFError: invalid data; :class:`~ndf_datasets.NDFBaseError` for a missing/wrong base.
         """
-        blob = bytes(data)
-        field = read_field(blob, self._base_arg(shard, source), source)
+        return self.finish(self.read(data, shard, source))
+
+    def read(self, data: bytes, shard: str | None = None, source: str = "<bytes>") -> DecodedField:
+        """Parse and entropy-decode one member (the cheap half of :meth:`convert`)."""
+        return read_field(bytes(data), self._base_arg(shard, source), source)
+
+    def finish(self, field: DecodedField) -> torch.Tensor | DecodedField:
+        """Render ``field`` (or return it as it is with ``render=False``)."""
         if not self.render:
             return field
         return render_fields([field], self.size, self.device)[0]
@@ -449,8 +467,13 @@ class NDFSampleMap:
     def __call__(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         """Decode the sample's ``.ndf`` members; other members are returned unchanged.
 
+        A label stored in a ``.ndf`` header (CRC-protected) must equal the sample's ``cls``
+        member: the ``.cls`` text has no checksum of its own, so this is what detects its
+        corruption.
+
         Raises:
-            NDFDecodeError: a member is not valid NDF data (names shard, key and member).
+            NDFDecodeError: a member is not valid NDF data, or ``cls`` contradicts the label
+                in the ``.ndf`` header (names shard, key, member and offset).
             NDFBaseError: a record's shared base is missing or wrong.
         """
         url, key = sample.get("__url__"), sample.get("__key__")
@@ -461,15 +484,37 @@ class NDFSampleMap:
             if not self.handler.matches(member):
                 continue
             try:
-                out[member] = self.handler.convert(value, shard=url, source=f"{url}#{key}.{member}")
+                field = self.handler.read(value, shard=url, source=f"{url}#{key}.{member}")
             except NDFBaseError:
                 raise
             except NDFError as exc:
-                raise NDFDecodeError(key, url, member, f"{type(exc).__name__}: {exc}") from exc
+                raise NDFDecodeError(key, url, member, f"{type(exc).__name__}: {exc}", exc.offset) from exc
+            _check_label(sample, field.label, key, url)
+            out[member] = self.handler.finish(field)
         return out
 
     def __repr__(self) -> str:
         return f"ndf_samples({self.handler!r})"
+
+
+def _check_label(sample: Mapping[str, Any], label: int | None, key: str | None, url: str | None) -> None:
+    """Raise :class:`NDFDecodeError` when the sample's ``cls`` contradicts the ``.ndf`` header's label."""
+    cls = sample.get("cls")
+    if label is None or cls is None:
+        return
+    if isinstance(cls, (bytes, bytearray, memoryview)):
+        try:
+            value = int(bytes(cls).decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            raise NDFDecodeError(key, url, "cls", f"not an integer label: {bytes(cls)[:20]!r}") from None
+    elif isinstance(cls, int):
+        value = cls
+    else:
+        return  # decoded by another stage into something else: not ours to judge
+    if value != label:
+        raise NDFDecodeError(
+            key, url, "cls", f"label {value} contradicts the label {label} in the CRC-protected .ndf header"
+        )
 
 
 def ndf_samples(handler: NDFHandler | None = None) -> NDFSampleMap:
@@ -490,6 +535,54 @@ def ndf_samples(handler: NDFHandler | None = None) -> NDFSampleMap:
         A picklable ``sample -> sample`` function.
     """
     return NDFSampleMap(ndf_decoder() if handler is None else handler)
+
+
+# --------------------------------------------------------------------------- verified shards
+
+
+class _VerifyingOpener:
+    """Wraps WebDataset's shard-opening stage: every opened stream is a :class:`VerifiedTarStream`."""
+
+    def __init__(self, inner: Callable[[Iterable[Any]], Iterable[dict]]):
+        self.inner = inner
+
+    def __call__(self, urls: Iterable[Any]) -> Iterable[dict]:
+        for sample in self.inner(urls):
+            sample["stream"] = VerifiedTarStream(sample["stream"], str(sample["url"]))
+            yield sample
+
+
+class NDFWebDataset(wds.WebDataset):
+    """``webdataset.WebDataset`` that refuses corrupted and truncated shards instead of
+    silently dropping their tail.
+
+    Same arguments and fluid interface as ``wds.WebDataset``. WebDataset reads tar files with
+    :mod:`tarfile`, which ends a shard quietly at a tar header whose checksum is wrong (after
+    the first member) or at an end of file before the end-of-archive marker: every later
+    sample is lost without an error. Here each shard stream goes through
+    :class:`~ndf_datasets.tarcheck.VerifiedTarStream`, so both raise
+    :class:`~ndf_datasets.NDFShardError` (shard URL, member, byte offset), handled by
+    ``handler=`` like any other error: :class:`SkipCounter` skips the rest of the shard and
+    counts it.
+
+    Example::
+
+        ds = (NDFWebDataset(urls, shardshuffle=100, handler=wds.reraise_exception)
+              .map(ndf_samples(ndf_decoder(size=32)))
+              .to_tuple("ndf", "cls"))
+
+    Raises:
+        RuntimeError: a WebDataset release whose pipeline has no shard-opening stage this
+            class knows (supported: ``webdataset>=1.0,<1.1``).
+    """
+
+    def __init__(self, urls: Any, *args: Any, **kwargs: Any):
+        super().__init__(urls, *args, **kwargs)
+        for i, stage in enumerate(self.pipeline):
+            if isinstance(stage, (webdataset.cache.StreamingOpen, webdataset.cache.FileCache)):
+                self.pipeline[i] = _VerifyingOpener(stage)
+                return
+        raise RuntimeError("no shard-opening stage in this WebDataset pipeline; NDFWebDataset needs webdataset>=1.0,<1.1")
 
 
 # --------------------------------------------------------------------------- batches
@@ -681,8 +774,6 @@ def write_shards(
     Returns:
         The shard URLs, the base's location and the sample count.
     """
-    import webdataset as wds
-
     try:
         pattern % 0
     except TypeError:

@@ -17,7 +17,15 @@ Quick start::
 from .api import default_base_config, default_config, encode, encode_batch, fit_base, inspect
 from .convert import convert
 from .decode import DecodedField, decode, decode_batch, read_field, render_fields
-from .errors import NDFBaseError, NDFChecksumError, NDFError, NDFFormatError, NDFLimitError, NDFVersionError
+from .errors import (
+    NDFBaseError,
+    NDFChecksumError,
+    NDFError,
+    NDFFormatError,
+    NDFLimitError,
+    NDFShardError,
+    NDFVersionError,
+)
 from .format import LIMITS
 from .io import (
     base_filename,
@@ -63,6 +71,7 @@ __all__ = [
     "NDFVersionError",
     "NDFLimitError",
     "NDFBaseError",
+    "NDFShardError",
     "__version__",
 ]
 

@@ -13,6 +13,7 @@ __all__ = [
     "NDFVersionError",
     "NDFLimitError",
     "NDFBaseError",
+    "NDFShardError",
 ]
 
 
@@ -57,3 +58,13 @@ class NDFLimitError(NDFFormatError):
 class NDFBaseError(NDFError):
     """A record needs a shared base that was not given, or the given base is not the one
     the record was encoded with (content hashes differ)."""
+
+
+class NDFShardError(NDFFormatError):
+    """A shard (tar archive) is corrupted or truncated: a tar header with a bad checksum, or
+    an end of file before the end-of-archive marker. ``source`` is the shard, ``offset`` the
+    byte offset in the shard, :attr:`member` the member being read (or the last one read)."""
+
+    def __init__(self, message: str, *, source: str = "<bytes>", offset: int | None = None, member: str | None = None):
+        self.member = member
+        super().__init__(message, source=source, offset=offset)

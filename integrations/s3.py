@@ -22,15 +22,21 @@ Storage options come from, in order of precedence:
    (seen by every process);
 3. the usual AWS chain (``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, instance roles...).
 
-Opening retries transient failures (connection errors, timeouts) a bounded number of
-times with exponential backoff; missing files and permission errors fail at once. Reads
-in the middle of a stream are retried by s3fs itself.
+Transient failures (connection resets, timeouts, HTTP 500/503 that the client library's
+own retries did not absorb) are retried a bounded number of times with exponential
+backoff, each retry logged (logger ``ndf_datasets.integrations.s3``, level WARNING):
+opening a shard by :func:`retry_transient`, and reading it by :class:`ResumableReader`,
+which reopens the object and continues at the byte where the stream broke (the object's
+ETag must not change meanwhile). Missing files and permission errors fail at once. When
+the attempts run out, :class:`StorageRetryError` names the URL, the operation (and byte
+offset), the attempts, the time spent and the last error.
 """
 
 from __future__ import annotations
 
 import copy
 import errno
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +45,8 @@ from typing import IO, Any, TypeVar
 __all__ = [
     "DEFAULT_SCHEMES",
     "FsspecOpener",
+    "ResumableReader",
+    "StorageRetryError",
     "configure_s3",
     "configure_storage",
     "register_gopen_schemes",
@@ -51,7 +59,19 @@ __all__ = [
 DEFAULT_SCHEMES: tuple[str, ...] = ("s3", "s3a", "gcs", "abfs", "az", "memory")
 
 _S3_SCHEMES = ("s3", "s3a")
-_TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE, errno.EAGAIN}
+#: errno values of transient failures; EBUSY and EREMOTEIO are what s3fs raises for HTTP 503
+#: (SlowDown) and 500 (InternalError) once its own retries are spent
+_TRANSIENT_ERRNOS = {
+    errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE, errno.EAGAIN, errno.EBUSY,
+    getattr(errno, "EREMOTEIO", 121),
+}  # fmt: skip
+#: transient exception classes of the HTTP stacks under fsspec, by name (no import needed)
+_TRANSIENT_NAMES = {
+    "IncompleteRead", "ClientPayloadError", "ClientConnectionError", "ServerDisconnectedError",
+    "FSTimeoutError", "ReadTimeoutError", "ConnectTimeoutError", "EndpointConnectionError",
+    "ConnectionClosedError", "ResponseStreamingError", "ProtocolError",
+}  # fmt: skip
+logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _options: dict[str, dict[str, Any]] = {}
 
@@ -127,12 +147,44 @@ def storage_options_for(url: str) -> dict[str, Any]:
         return copy.deepcopy(_options.get(url_scheme(str(url)), {}))
 
 
+class StorageRetryError(ConnectionError):
+    """Transient storage errors outlasted every retry.
+
+    Attributes:
+        url: the object.
+        what: the operation (``"opening"``, ``"reading at byte N"``).
+        attempts: how many attempts were made.
+        elapsed_s: seconds from the first attempt to giving up.
+    """
+
+    def __init__(self, url: str, what: str, attempts: int, elapsed_s: float, last: BaseException):
+        self.url, self.what, self.attempts, self.elapsed_s = url, what, attempts, elapsed_s
+        super().__init__(
+            f"{url}: {what} failed after {attempts} attempts over {elapsed_s:.1f} s; "
+            f"last error: {type(last).__name__}: {last}"
+        )
+
+    def __reduce__(self):
+        return (_rebuild_retry_error, (self.url, self.what, self.attempts, self.elapsed_s, str(self)))
+
+
+def _rebuild_retry_error(url: str, what: str, attempts: int, elapsed_s: float, text: str) -> StorageRetryError:
+    err = StorageRetryError.__new__(StorageRetryError)
+    ConnectionError.__init__(err, text)
+    err.url, err.what, err.attempts, err.elapsed_s = url, what, attempts, elapsed_s
+    return err
+
+
 def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, StorageRetryError):
+        return False  # already retried below: do not multiply the attempts
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        return True
+    if any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__):
         return True
     try:
         from botocore.exceptions import HTTPClientError
@@ -144,32 +196,121 @@ def _is_transient(exc: BaseException) -> bool:
 def retry_transient(fn: Callable[[], T], attempts: int = 3, backoff_s: float = 0.5, what: str = "") -> T:
     """Call ``fn()``, retrying transient errors up to ``attempts`` times in all.
 
-    Waits ``backoff_s``, ``2 * backoff_s``, ... between attempts. Errors that retrying can
-    not fix (missing file, permission denied, anything not connection-like) are raised at once.
+    Waits ``backoff_s``, ``2 * backoff_s``, ... between attempts (each wait is logged).
+    Errors that retrying can not fix (missing file, permission denied, anything not
+    connection-like) are raised at once.
 
     Args:
         fn: the operation.
         attempts: total number of calls, at least 1.
         backoff_s: first wait in seconds.
-        what: a name for the operation, used in the error raised after the last attempt.
+        what: ``"<operation> <url>"``, named in the log and in the error after the last attempt.
 
     Raises:
-        Exception: ``fn``'s error, from the last attempt, or at once when not transient.
+        StorageRetryError: a transient error on every attempt (``from`` the last one).
+        Exception: ``fn``'s error at once when it is not transient.
 
     Returns:
         ``fn()``'s result.
     """
     attempts = max(1, int(attempts))
+    start = time.monotonic()
     for attempt in range(attempts):
         try:
             return fn()
         except Exception as exc:
-            if attempt + 1 >= attempts or not _is_transient(exc):
-                if attempt and what and hasattr(exc, "add_note"):  # Python >= 3.11
-                    exc.add_note(f"{what}: gave up after {attempt + 1} attempts")
+            if not _is_transient(exc):
                 raise
-            time.sleep(backoff_s * (2**attempt))
+            if attempt + 1 >= attempts:
+                url = what.split(" ", 1)[1] if " " in what else what or "<operation>"
+                op = what.split(" ", 1)[0] if " " in what else "operation"
+                raise StorageRetryError(url, op, attempt + 1, time.monotonic() - start, exc) from exc
+            wait = backoff_s * (2**attempt)
+            logger.warning("%s: %s: %s; retry %d of %d in %.2f s", what or "operation", type(exc).__name__, exc,
+                           attempt + 1, attempts - 1, wait)  # fmt: skip
+            time.sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class ResumableReader:
+    """A read-only stream that survives transient failures by reopening and seeking.
+
+    On a transient error while reading, it waits (``backoff_s``, doubled per retry), reopens
+    the object with ``open_fn``, seeks to the byte where the stream broke and reads on, up to
+    ``attempts`` tries per failure. The object's ETag (when the filesystem reports one) must
+    be the same after reopening, so a shard replaced mid-read is an error, never a splice.
+
+    Args:
+        open_fn: opens the object (a fresh file object positioned at 0, with ``seek``).
+        url: the object, for messages.
+        attempts: tries per failure, at least 1.
+        backoff_s: first wait in seconds.
+
+    Raises (from :meth:`read`):
+        StorageRetryError: the failure outlasted the attempts (names URL and byte offset).
+        OSError: the object changed while being read.
+    """
+
+    def __init__(self, open_fn: Callable[[], IO[bytes]], url: str, attempts: int = 3, backoff_s: float = 0.5):
+        self._open = open_fn
+        self.url = url
+        self.attempts = max(1, int(attempts))
+        self.backoff_s = backoff_s
+        self.pos = 0
+        self.retries = 0  # reopenings so far
+        self.raw = open_fn()
+        self.etag = _etag(self.raw)
+
+    def read(self, n: int = -1) -> bytes:
+        start = time.monotonic()
+        for attempt in range(self.attempts):
+            try:
+                if attempt:
+                    self._reopen()
+                data = self.raw.read() if n is None or n < 0 else self.raw.read(n)
+                self.pos += len(data)
+                return data
+            except Exception as exc:
+                if not _is_transient(exc):
+                    raise
+                if attempt + 1 >= self.attempts:
+                    raise StorageRetryError(
+                        self.url, f"reading at byte {self.pos}", attempt + 1, time.monotonic() - start, exc
+                    ) from exc
+                wait = self.backoff_s * (2**attempt)
+                logger.warning("reading %s at byte %d: %s: %s; retry %d of %d in %.2f s", self.url, self.pos,
+                               type(exc).__name__, exc, attempt + 1, self.attempts - 1, wait)  # fmt: skip
+                time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _reopen(self) -> None:
+        try:
+            self.raw.close()
+        except Exception:  # noqa: BLE001 - the broken stream may fail to close; it is dropped anyway
+            pass
+        self.retries += 1
+        self.raw = self._open()
+        etag = _etag(self.raw)
+        if self.etag is not None and etag is not None and etag != self.etag:
+            raise OSError(f"{self.url} changed while it was being read (ETag {self.etag} -> {etag})")
+        self.raw.seek(self.pos)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self) -> ResumableReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _etag(f: Any) -> str | None:
+    details = getattr(f, "details", None)
+    return details.get("ETag") if isinstance(details, dict) else None
 
 
 class FsspecOpener:
@@ -207,7 +348,13 @@ class FsspecOpener:
         if mode not in ("rb", "wb"):
             raise ValueError(f"{url}: unsupported mode {mode!r} (use 'rb' or 'wb')")
         options = {**storage_options_for(url), **kw}
-        return retry_transient(lambda: open_url(url, mode, **options), self.attempts, self.backoff_s, f"opening {url}")
+
+        def open_once() -> IO[bytes]:
+            return retry_transient(lambda: open_url(url, mode, **options), self.attempts, self.backoff_s, f"opening {url}")
+
+        if mode == "wb":
+            return open_once()
+        return ResumableReader(open_once, url, self.attempts, self.backoff_s)
 
     def __repr__(self) -> str:
         return f"FsspecOpener(attempts={self.attempts}, backoff_s={self.backoff_s})"

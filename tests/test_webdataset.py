@@ -392,9 +392,10 @@ def test_retry_transient_is_bounded():
 
     assert nds3.retry_transient(flaky, attempts=3, backoff_s=0) == "ok" and len(calls) == 3
     calls.clear()
-    with pytest.raises(ConnectionResetError):
-        nds3.retry_transient(flaky, attempts=2, backoff_s=0)
-    assert len(calls) == 2
+    with pytest.raises(nds3.StorageRetryError, match="gave up|failed after 2 attempts") as info:
+        nds3.retry_transient(flaky, attempts=2, backoff_s=0, what="opening s3://b/x.tar")
+    assert len(calls) == 2 and isinstance(info.value.__cause__, ConnectionResetError)
+    assert info.value.url == "s3://b/x.tar" and info.value.attempts == 2
 
     def missing():
         calls.append(1)

@@ -81,6 +81,7 @@ __all__ = [
     "register",
     "render_transform",
     "skipped_rows",
+    "split_for_rank",
 ]
 
 #: The ``datasets`` releases whose internals :func:`register` is written against.
@@ -471,6 +472,47 @@ def render_transform(
         return batch
 
     return transform
+
+
+# ----------------------------------------------------------------------------- distributed epochs
+
+
+def split_for_rank(
+    dataset: Any, rank: int, world_size: int, epoch: int | None = None, format: str | None = None
+) -> Any:
+    """This rank's part of a (streaming) dataset for one epoch: exactly once over all ranks.
+
+    ``datasets.distributed.split_dataset_by_node``, then ``with_format(format)``, then
+    ``set_epoch(epoch)`` *last*: in datasets 5.2 both ``split_dataset_by_node`` and
+    ``with_format`` return a dataset whose epoch is back at 0, so a ``set_epoch`` made
+    before them is lost and every epoch silently repeats the first one's shuffle (apply any
+    other transform before calling this, for the same reason). With ``n_shards`` a multiple
+    of ``world_size`` each rank gets whole shards; DataLoader workers then split the rank's
+    shards among themselves. The order is fixed by the dataset's shuffle seed and ``epoch``.
+
+    Args:
+        dataset: a ``datasets.IterableDataset`` (typically ``load_dataset(..., streaming=True)
+            .shuffle(seed=..., buffer_size=...)``) or a map-style ``Dataset``.
+        rank: this process's rank.
+        world_size: number of ranks.
+        epoch: the epoch (``None``: leave it as it is).
+        format: ``with_format`` type, e.g. ``"torch"`` (``None``: unchanged).
+
+    Example::
+
+        ds = load_dataset("s3://bucket/cifar", split="train", streaming=True).shuffle(seed=1, buffer_size=1000)
+        for epoch in range(epochs):
+            part = split_for_rank(ds, rank, world, epoch, format="torch")
+            loader = DataLoader(part, batch_size=64, num_workers=4)
+    """
+    from datasets.distributed import split_dataset_by_node
+
+    part = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+    if format is not None:
+        part = part.with_format(format)
+    if epoch is not None and hasattr(part, "set_epoch"):
+        part.set_epoch(epoch)
+    return part
 
 
 # ----------------------------------------------------------------------------- registration

@@ -104,6 +104,7 @@ __all__ = [
     "ndf_decoder",
     "ndf_read",
     "ndf_samples",
+    "epoch_dataset",
     "shard_dir",
     "write_shards",
 ]
@@ -583,6 +584,71 @@ class NDFWebDataset(wds.WebDataset):
                 self.pipeline[i] = _VerifyingOpener(stage)
                 return
         raise RuntimeError("no shard-opening stage in this WebDataset pipeline; NDFWebDataset needs webdataset>=1.0,<1.1")
+
+
+def epoch_dataset(
+    urls: str | Sequence[str],
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: int = 0,
+    handler: Callable[[BaseException], bool] = wds.reraise_exception,
+) -> NDFWebDataset:
+    """One epoch over ``urls`` in which every sample is read exactly once across all ranks
+    and DataLoader workers, in an order fixed by ``(seed, epoch)``.
+
+    The recipe, and why each step is needed:
+
+    1. the shard list is expanded and permuted with ``Random(seed * 1000003 + epoch)``
+       *before* it is split, so every rank computes the same permutation (WebDataset's own
+       ``shardshuffle`` runs after the split and seeds from the clock unless told otherwise);
+    2. it is split by rank (``RANK`` / ``WORLD_SIZE`` or an initialised
+       ``torch.distributed`` group) and then by DataLoader worker: disjoint parts that
+       cover every shard once (``wds.split_by_node``, ``wds.split_by_worker``);
+    3. samples are optionally shuffled inside each worker with a buffer of ``shuffle``
+       samples and a seed derived from ``(seed, epoch)``, created where it runs;
+    4. shards are read through :class:`NDFWebDataset`, so a damaged shard is an error
+       (or, with ``handler=SkipCounter()``, a counted skip), never a silent short epoch.
+
+    No resampling, no repetition: an epoch ends when every part is consumed. With ``R``
+    ranks and ``W`` workers, ranks receive equal numbers of samples only when every shard
+    holds as many samples and the shard count is a multiple of ``R * W``. Build a new one per
+    epoch (``epoch=`` changes the order); DataLoader workers get it by pickling, as usual.
+
+    Args:
+        urls: shard URLs, or one brace pattern (``"s3://b/train-{000000..000099}.tar"``).
+        seed: the run's seed: the same seed and epoch give the same order.
+        epoch: the epoch number.
+        shuffle: sample shuffle buffer per worker (0: shard order only).
+        handler: WebDataset error policy for reading shards.
+
+    Returns:
+        An :class:`NDFWebDataset`; add ``.map(ndf_samples(...))``, ``.to_tuple(...)``,
+        ``.batched(...)`` as usual.
+
+    Example::
+
+        for epoch in range(epochs):
+            ds = epoch_dataset(urls, seed=1, epoch=epoch).map(ndf_samples(ndf_decoder(32))).to_tuple("ndf", "cls")
+            loader = wds.WebLoader(ds, batch_size=64, num_workers=4)
+    """
+    import random
+
+    from webdataset.shardlists import expand_urls
+
+    shards = list(expand_urls(urls)) if isinstance(urls, str) else [str(u) for u in urls]
+    random.Random(seed * 1000003 + epoch).shuffle(shards)
+    ds = NDFWebDataset(
+        shards,
+        shardshuffle=False,
+        nodesplitter=wds.split_by_node,
+        workersplitter=wds.split_by_worker,
+        handler=handler,
+        empty_check=False,
+    )
+    if shuffle > 0:
+        ds = ds.shuffle(shuffle, seed=(seed * 1000003 + epoch) * 7919 + 1)
+    return ds
 
 
 # --------------------------------------------------------------------------- batches

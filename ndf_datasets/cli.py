@@ -148,6 +148,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         base=args.base,
         base_arch=args.base_arch,
         base_epochs=args.base_epochs,
+        base_lmbda=args.base_lmbda,
         base_batch_size=args.base_batch_size,
         base_max_images=args.base_max_images,
         kind=args.kind,
@@ -182,7 +183,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     c.add_argument("out", help="output folder or URL (s3://bucket/prefix)")
     c.add_argument("--layout", choices=["webdataset", "files"], default="webdataset", help="output layout")
     c.add_argument("--psnr", type=float, default=30.0, help="target PSNR of the records in dB (default 30)")
-    c.add_argument("--steps", type=int, default=None, help="maximum fitting steps per record")
+    c.add_argument("--steps", type=int, default=20, help="maximum refinement steps per record (default 20)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="cpu", help="fitting device (cpu, cuda; under torchrun cuda:LOCAL_RANK)")
     c.add_argument("--batch-size", type=int, default=256, help="images per encode batch (default 256)")
@@ -194,9 +195,10 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--kind", choices=["mnist", "cifar10-bin", "cifar10-py", "imagefolder"], default=None,
                    help="source kind (default: detected)")  # fmt: skip
     c.add_argument("--base", default=None, help="use this .ndfbase instead of fitting one")
-    c.add_argument("--base-arch", choices=["grid-mlp", "conv-field"], default="grid-mlp")
-    c.add_argument("--base-epochs", type=int, default=20, help="base fitting epochs (default 20)")
-    c.add_argument("--base-batch-size", type=int, default=256)
+    c.add_argument("--base-arch", choices=["grid-mlp", "conv-field"], default="conv-field")
+    c.add_argument("--base-epochs", type=int, default=12, help="base fitting epochs (default 12)")
+    c.add_argument("--base-batch-size", type=int, default=128)
+    c.add_argument("--base-lmbda", type=float, default=4e-4, help="base rate weight (default 4e-4; larger: smaller records)")
     c.add_argument("--base-max-images", type=int, default=None, help="fit the base on the first N training images")
     c.add_argument("--storage-options", default=None, help="fsspec options as JSON, e.g. for an S3 endpoint")
     c.add_argument("--dist-timeout", type=float, default=10800.0, help="seconds a torchrun rank waits for the others")

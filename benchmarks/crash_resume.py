@@ -5,8 +5,10 @@
 
 1. A small ImageFolder source (``--train`` / ``--test`` PNGs per class, 8x8) is converted
    once without interruption (the reference), in a subprocess, timing it.
-2. Rounds: ``ndf convert SRC OUT`` is started (resuming whatever OUT holds) and, after a
-   delay drawn uniformly from [0, reference time], killed with SIGKILL. A conversion that
+2. Rounds: ``ndf convert SRC OUT`` is started (resuming whatever OUT holds) and killed with
+   SIGKILL, alternately (a) after a delay drawn uniformly from [0, reference time] and (b) a
+   delay drawn from [0, 0.3 s] after the 1st to 3rd new shard appeared (so kills also land
+   while shards are being encoded and written, not only during start-up). A conversion that
    finishes before its kill ends the round: OUT must then equal the reference byte for
    byte, and it is deleted for the next round. Rounds continue until ``--kills`` processes
    were killed while running; then the conversion is run to completion once more and
@@ -160,15 +162,24 @@ def campaign(workdir: Path, kills: int, train: int, test: int, seed: int) -> dic
     completed_rounds = mismatches = 0
     try:
         while sum(1 for e in log if e["killed"]) < kills:
-            delay = rng.uniform(0.0, ref_s)
+            by_progress = len(log) % 2 == 1
+            shards_at_start = _state(out)["shards"]
+            wanted = shards_at_start + rng.randint(1, 3)
+            delay = rng.uniform(0.0, 0.3) if by_progress else rng.uniform(0.0, ref_s)
+            t0 = time.perf_counter()
             proc = subprocess.Popen(_cmd(src, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if by_progress:  # wait for progress (bounded by the reference time and the process's end)
+                while proc.poll() is None and _state(out)["shards"] < wanted and time.perf_counter() - t0 < 3 * ref_s:
+                    time.sleep(0.005)
             try:
                 proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:
                 before = _state(out)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=60)
-                log.append({"killed": True, "after_s": round(delay, 2), **before})
+                log.append({"killed": True, "kind": "progress" if by_progress else "time",
+                            "after_s": round(time.perf_counter() - t0, 2),
+                            "shards_written_by_this_run": before["shards"] - shards_at_start, **before})  # fmt: skip
                 continue
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             if proc.returncode != 0:
@@ -191,6 +202,8 @@ def campaign(workdir: Path, kills: int, train: int, test: int, seed: int) -> dic
         "kills": len(killed),
         "kill_points": killed,
         "kills_with_shards_done": sum(1 for e in killed if e["shards"] > 0),
+        "kills_after_this_run_wrote_a_shard": sum(1 for e in killed if e["shards_written_by_this_run"] > 0),
+        "kills_by_kind": {k: sum(1 for e in killed if e["kind"] == k) for k in ("time", "progress")},
         "kills_before_job_file": sum(1 for e in killed if not e["job"]),
         "kills_with_temporaries_left": sum(1 for e in killed if e["temporaries"]),
         "rounds_completed_before_kill": completed_rounds,
@@ -208,8 +221,8 @@ def campaign(workdir: Path, kills: int, train: int, test: int, seed: int) -> dic
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kills", type=int, default=24)
-    p.add_argument("--train", type=int, default=8, help="training images per class")
-    p.add_argument("--test", type=int, default=4, help="test images per class")
+    p.add_argument("--train", type=int, default=24, help="training images per class")
+    p.add_argument("--test", type=int, default=8, help="test images per class")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

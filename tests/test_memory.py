@@ -27,7 +27,8 @@ def test_no_growth_over_ten_epochs(root, path):
     result = measure(root, path, epochs=EPOCHS, batch=32, workers=0)
     assert result["samples_per_epoch"] == [128] * EPOCHS
     assert result["main_growth_from_epoch1"] < 0.05, result["main_rss_mb"]
-    assert abs(result["main_malloc_growth_mb"]) < 1.0, result["main_malloc_in_use_mb"]
+    in_use = result["main_malloc_in_use_mb"]  # from epoch 2: epoch 1 may still free what earlier tests cached
+    assert in_use[-1] - in_use[1] < 1.0, in_use
 
 
 @pytest.mark.slow
@@ -35,4 +36,5 @@ def test_no_growth_over_ten_epochs(root, path):
 def test_the_measure_sees_a_leak(root):
     leaky = measure(root, "torchvision", epochs=EPOCHS, batch=32, workers=0, leak=True)
     per_epoch_mb = 128 * 3 * 16 * 16 * 4 / 2**20  # the rendered batches kept each epoch
-    assert leaky["main_malloc_growth_mb"] > 0.8 * per_epoch_mb * (EPOCHS - 1), leaky["main_malloc_in_use_mb"]
+    in_use = leaky["main_malloc_in_use_mb"]
+    assert in_use[-1] - in_use[1] > 0.8 * per_epoch_mb * (EPOCHS - 2), in_use

@@ -87,10 +87,10 @@ def read_wds(path: Path, strict: bool, skip: bool) -> Result:
 
 
 def read_hf(path: Path, strict: bool, skip: bool) -> Result:
-    """What ``load_dataset(<shard folder>)`` runs per shard: ``iter_shard`` then ``NDFImage``."""
+    """What ``load_dataset(<shard folder>)`` runs per shard: the builder's ``iter_shard`` and
+    ``_example`` (rows), then ``NDFImage`` decoding."""
     from ndf_datasets.integrations.hf import NDFImage, skipped_rows
-
-    from ndf_datasets.shards import iter_shard
+    from ndf_datasets.integrations.hf_builder import _example, iter_shard
 
     feature = NDFImage(size=None, on_error="skip" if skip else "raise")
     before = skipped_rows()[0]
@@ -98,9 +98,10 @@ def read_hf(path: Path, strict: bool, skip: bool) -> Result:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for key, parts in iter_shard(str(path)):
-            x = feature.decode_example({"bytes": parts.get("ndf"), "path": f"{path.name}/{key}.ndf"})
+            row = _example(str(path), key, parts)
+            x = feature.decode_example(row["image"])
             if x is not None:
-                out.append((key, _label(parts.get("cls")), _pixels(x)))
+                out.append((row["key"], row["label"], _pixels(x)))
     return out, skipped_rows()[0] - before
 
 

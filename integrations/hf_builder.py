@@ -49,9 +49,10 @@ import datasets
 import numpy as np
 from datasets.builder import Key
 
+from .. import format as fmt
 from .. import shards, sources
 from ..convert import MANIFEST, convert
-from ..errors import NDFFormatError
+from ..errors import NDFError, NDFFormatError
 from ..io import BASE_SUFFIX, is_url, load_base_cached, read_url
 from .hf import NDFImage, _storage_options
 
@@ -271,8 +272,27 @@ def _example(shard: str, key: str, parts: dict[str, bytes]) -> dict[str, Any]:
             raise NDFFormatError(
                 f"sample {key!r}: .cls is not an integer: {parts['cls'][:20]!r}", source=shard
             ) from None
+    if label is not None:
+        _check_label(shard, key, parts["ndf"], label)
     meta = parts["json"].decode("utf-8", "replace") if "json" in parts else None
     return {"image": {"bytes": parts["ndf"], "path": f"{where}.ndf"}, "label": label, "key": key, "json": meta}
+
+
+def _check_label(shard: str, key: str, blob: bytes, label: int) -> None:
+    """Refuse a ``.cls`` that contradicts the label in the CRC-protected ``.ndf`` header.
+
+    ``.cls`` has no checksum of its own, so a flipped digit would otherwise be a wrong label
+    that looks valid. A ``.ndf`` that does not parse is left to the image feature, whose
+    ``on_error`` policy decides (raise, or skip and count).
+    """
+    try:
+        stored = fmt.parse(blob, f"{shard}#{key}.ndf").label
+    except NDFError:
+        return
+    if stored is not None and stored != label:
+        raise NDFFormatError(
+            f"sample {key!r}: .cls says {label} but the CRC-protected .ndf header says {stored}", source=shard
+        )
 
 
 def write_shard(path: str, samples: list[tuple[str, bytes, int, dict]]) -> None:

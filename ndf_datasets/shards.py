@@ -26,6 +26,7 @@ from typing import Any
 from .errors import NDFFormatError, NDFLimitError
 from .format import LIMITS
 from .io import open_url, write_atomic
+from .tarcheck import VerifiedTarStream
 
 __all__ = ["Sample", "tar_bytes", "shard_bytes", "write_shard", "parse_shard", "iter_shard", "MEMBER"]
 
@@ -155,10 +156,16 @@ def iter_shard(url: str, storage_options: dict | None = None) -> Iterator[tuple[
     Raises:
         NDFFormatError: the shard is not a readable tar file (named by its URL).
         NDFLimitError: a member larger than ``LIMITS['max_file_bytes']``.
+        NDFShardError: a tar header with a bad checksum, or the shard ends before its
+            end-of-archive marker (Python's tarfile would end the shard there silently); the
+            samples before the damage are yielded first.
     """
     key, parts = None, {}
     try:
-        with open_url(url, "rb", **(storage_options or {})) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        with (
+            open_url(url, "rb", **(storage_options or {})) as raw,
+            tarfile.open(fileobj=VerifiedTarStream(raw, url), mode="r|") as tar,
+        ):
             for member in tar:
                 m = MEMBER.match(member.name)
                 if not member.isfile() or m is None:

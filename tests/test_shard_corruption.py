@@ -8,6 +8,7 @@ the rest of the shard without an error.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import webdataset as wds
 from ndf_datasets.integrations.webdataset import (
@@ -74,12 +75,6 @@ def test_plain_webdataset_loses_samples_silently(shard, tmp_path):
     assert flips.counts["SILENT"] == 1 and cuts.counts["SILENT"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ndf_datasets.shards.iter_shard (the HF shard reader, owned by the convert work) reads with "
-    "tarfile 'r|' and stops silently at a bad header after the first member; wrapping its stream in "
-    "ndf_datasets.tarcheck.VerifiedTarStream fixes it (see RELIABILITY.md)",
-)
 def test_hf_shard_reader_detects_a_bad_header_in_the_middle(shard, tmp_path):
     path, clean, data = shard
     flips, cuts = _campaign("hf", shard, tmp_path, [_middle_header(data) + 10], [_middle_header(data)])
@@ -142,3 +137,18 @@ def test_verified_stream_passes_a_clean_shard_through_unchanged(shard):
         stream = VerifiedTarStream(raw, str(path))
         got = b"".join(iter(lambda: stream.read(777), b""))
     assert got == data and stream.ended and stream.members == 6
+
+
+def test_hf_rows_refuse_a_cls_that_contradicts_the_ndf_label():
+    """The HF shard reader checks .cls (no checksum) against the CRC-protected label in the .ndf."""
+    from ndf_datasets.integrations.hf_builder import _example
+
+    from ndf_datasets.errors import NDFFormatError
+
+    blob = ndf.encode(np.full((8, 8, 3), 128, np.uint8), psnr=None, steps=5, label=3)
+    assert _example("s/train-000000.tar", "000000", {"ndf": blob, "cls": b"3"})["label"] == 3
+    with pytest.raises(NDFFormatError, match="says 4 but the CRC-protected .ndf header says 3") as info:
+        _example("s/train-000000.tar", "000000", {"ndf": blob, "cls": b"4"})
+    assert "s/train-000000.tar" in str(info.value)
+    # a damaged .ndf is left to the image feature's on_error policy, not refused here
+    assert _example("s/train-000000.tar", "000000", {"ndf": blob[:-1], "cls": b"4"})["label"] == 4

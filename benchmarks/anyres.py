@@ -53,6 +53,17 @@ def _p(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(psnr(_q(a)[None], b[None]))
 
 
+def _fit_half(x: torch.Tensor, target: float, steps: int, interp: int) -> tuple[torch.Tensor, bytes, float]:
+    """Area-downsample ``x`` to 1/2 size (8-bit) and fit a field to it; returns (1/2 image, blob, seconds)."""
+    _, h, w = x.shape
+    small = _q(_area(x, 2))
+    config = list(default_config(h // 2, w // 2))
+    config[-1] = interp
+    t0 = time.perf_counter()
+    blob = ndf.encode(small, psnr=target, steps=steps, config=tuple(config))
+    return small, blob, time.perf_counter() - t0
+
+
 def down(name: str, x: torch.Tensor, target: float, steps: int) -> dict:
     t0 = time.perf_counter()
     blob = ndf.encode(x, psnr=target, steps=steps)
@@ -67,12 +78,7 @@ def down(name: str, x: torch.Tensor, target: float, steps: int) -> dict:
 
 def up(name: str, x: torch.Tensor, target: float, steps: int, interp: int) -> dict:
     _, h, w = x.shape
-    small = _q(_area(x, 2))
-    config = list(default_config(h // 2, w // 2))
-    config[-1] = interp
-    t0 = time.perf_counter()
-    blob = ndf.encode(small, psnr=target, steps=steps, config=tuple(config))
-    enc = time.perf_counter() - t0
+    small, blob, enc = _fit_half(x, target, steps, interp)
     field_small = ndf.decode(blob)
     field_big = ndf.decode(blob, size=(h, w))
     return {
@@ -160,10 +166,7 @@ def plot(data: Path, image: str, target: float, steps: int, interp: int, dest: P
     torch.manual_seed(0)
     x = to_tensor(Image.open(data / image).convert("RGB"))
     _, h, w = x.shape
-    small = _q(_area(x, 2))
-    config = list(default_config(h // 2, w // 2))
-    config[-1] = interp
-    blob = ndf.encode(small, psnr=target, steps=steps, config=tuple(config))
+    small, blob, _ = _fit_half(x, target, steps, interp)
     panels = {
         "original": x,
         f"bicubic x2 ({_p(_bicubic(small, (h, w)), x):.2f} dB)": _bicubic(small, (h, w)),

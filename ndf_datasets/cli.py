@@ -43,12 +43,6 @@ def _check_out(path: Path, force: bool) -> None:
         raise FileExistsError(f"{path} exists; pass --force to overwrite it")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _save_png(tensor, path: Path, force: bool) -> None:
     from PIL import Image
 
@@ -64,6 +58,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from . import api
+    from .io import write_atomic
     from .shared import load_base
 
     out = Path(args.output or Path(args.input).with_suffix(".ndf"))
@@ -83,7 +78,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
     )
-    _atomic_write(out, blob)
+    write_atomic(out, blob)
     info = api.inspect(blob, str(out))
     print(f"{out}: {info['bytes']} bytes, {info['bpp']:.3f} bpp, {info['fit_psnr']:.2f} dB, {time.time() - t0:.1f} s")
     return 0

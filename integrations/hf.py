@@ -64,11 +64,11 @@ import pyarrow as pa
 import torch
 from datasets.formatting.torch_formatter import TorchFormatter
 
-from .. import format as fmt
-from ..decode import DecodedField, read_field, render_fields, resolve_size
-from ..errors import NDFBaseError, NDFError
-from ..io import BASE_SUFFIX, is_url, load_base_cached, read_url, resolve_base
-from ..shared import SharedBase
+from ..codec import format as fmt
+from ..codec.decode import DecodedField, read_field, render_fields, resolve_size
+from ..codec.errors import NDFBaseError, NDFError
+from ..codec.io import BASE_SUFFIX, is_url, load_base_cached, read_url, resolve_base
+from ..codec.shared import SharedBase
 
 if TYPE_CHECKING:
     from datasets.load import DatasetModule

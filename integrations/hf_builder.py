@@ -49,11 +49,11 @@ import datasets
 import numpy as np
 from datasets.builder import Key
 
-from .. import format as fmt
 from .. import shards, sources
+from ..codec import format as fmt
+from ..codec.errors import NDFError, NDFFormatError
+from ..codec.io import BASE_SUFFIX, is_url, load_base_cached, read_url
 from ..convert import MANIFEST, convert
-from ..errors import NDFError, NDFFormatError
-from ..io import BASE_SUFFIX, is_url, load_base_cached, read_url
 from .hf import NDFImage, _storage_options
 
 __all__ = ["MANIFEST", "RAW_SOURCES", "NDFConfig", "NDFDatasetBuilder", "RawSource", "build_cache", "read_raw"]

@@ -343,7 +343,7 @@ class FsspecOpener:
         Returns:
             A binary file object.
         """
-        from ndf_datasets.io import open_url
+        from ndf_datasets.codec.io import open_url
 
         if mode not in ("rb", "wb"):
             raise ValueError(f"{url}: unsupported mode {mode!r} (use 'rb' or 'wb')")

@@ -42,10 +42,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "ndf_datasets.integrations.torchvision needs torchvision; install 'ndf-datasets[torchvision]'"
     ) from exc
 
-from ..decode import DecodedField, Size, read_field, render_fields, resolve_size
-from ..errors import NDFBaseError, NDFError
-from ..io import base_filename, load_base_cached, read_url, resolve_base
-from ..shared import SharedBase, build_arch
+from ..codec.decode import DecodedField, Size, read_field, render_fields, resolve_size
+from ..codec.errors import NDFBaseError, NDFError
+from ..codec.io import base_filename, load_base_cached, read_url, resolve_base
+from ..codec.shared import SharedBase, build_arch
 
 __all__ = [
     "DATASET_SIZE",

@@ -78,10 +78,10 @@ import webdataset as wds
 import webdataset.cache
 
 import ndf_datasets as ndf
-from ndf_datasets import format as fmt
-from ndf_datasets.decode import DecodedField, read_field, render_fields, resolve_size
-from ndf_datasets.errors import NDFBaseError, NDFError
-from ndf_datasets.io import is_url
+from ndf_datasets.codec import format as fmt
+from ndf_datasets.codec.decode import DecodedField, read_field, render_fields, resolve_size
+from ndf_datasets.codec.errors import NDFBaseError, NDFError
+from ndf_datasets.codec.io import is_url
 from ndf_datasets.tarcheck import VerifiedTarStream
 
 from .s3 import register_gopen_schemes, storage_options_for
@@ -89,7 +89,7 @@ from .s3 import register_gopen_schemes, storage_options_for
 if TYPE_CHECKING:
     import torch
 
-    from ndf_datasets.shared import SharedBase
+    from ndf_datasets.codec.shared import SharedBase
 
 __all__ = [
     "CODE_EXTENSIONS",

@@ -14,10 +14,9 @@ Quick start::
     ndf.convert("raw/cifar-10-batches-py", "out/cifar10")   # a dataset -> base + WebDataset shards
 """
 
-from .api import default_base_config, default_config, encode, encode_batch, fit_base, inspect
-from .convert import convert
-from .decode import DecodedField, decode, decode_batch, read_field, render_fields
-from .errors import (
+from .codec.decode import DecodedField, decode, decode_batch, read_field, render_fields
+from .codec.encode import default_base_config, default_config, encode, encode_batch, fit_base, inspect
+from .codec.errors import (
     NDFBaseError,
     NDFChecksumError,
     NDFError,
@@ -26,8 +25,8 @@ from .errors import (
     NDFShardError,
     NDFVersionError,
 )
-from .format import LIMITS
-from .io import (
+from .codec.format import LIMITS
+from .codec.io import (
     base_filename,
     cached_base,
     clear_base_cache,
@@ -37,7 +36,8 @@ from .io import (
     register_base,
     resolve_base,
 )
-from .shared import SharedBase, load_base
+from .codec.shared import SharedBase, load_base
+from .convert import convert
 
 __version__ = "0.1.0"
 
@@ -75,7 +75,24 @@ __all__ = [
     "__version__",
 ]
 
+from ._hooks import alias_modules as _alias_modules  # noqa: E402
 from ._hooks import when_imported as _when_imported  # noqa: E402
+
+#: Where the modules of the flat layout went (old import path -> module now imported under it).
+_MOVED = {
+    "ndf_datasets.api": "ndf_datasets.codec.encode",
+    "ndf_datasets.amortised": "ndf_datasets.codec.amortised",
+    "ndf_datasets.coding": "ndf_datasets.codec.coding",
+    "ndf_datasets.decode": "ndf_datasets.codec.decode",
+    "ndf_datasets.errors": "ndf_datasets.codec.errors",
+    "ndf_datasets.fields": "ndf_datasets.codec.fields",
+    "ndf_datasets.fitting": "ndf_datasets.codec.fitting",
+    "ndf_datasets.format": "ndf_datasets.codec.format",
+    "ndf_datasets.images": "ndf_datasets.codec.images",
+    "ndf_datasets.io": "ndf_datasets.codec.io",
+    "ndf_datasets.shared": "ndf_datasets.codec.shared",
+}
+_alias_modules(_MOVED)
 
 # HF datasets: register the NDFImage feature and the ndf_* dataset names when (and only if)
 # `datasets` itself is imported. The core names the adapter; it never imports it eagerly.

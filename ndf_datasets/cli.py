@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .errors import NDFError
+from .codec.errors import NDFError
 
 __all__ = ["main", "parse_size"]
 
@@ -57,9 +57,9 @@ def _save_png(tensor, path: Path, force: bool) -> None:
 def cmd_encode(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from . import api
-    from .io import write_atomic
-    from .shared import load_base
+    from .codec import encode as api
+    from .codec.io import write_atomic
+    from .codec.shared import load_base
 
     out = Path(args.output or Path(args.input).with_suffix(".ndf"))
     _check_out(out, args.force)
@@ -85,8 +85,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from .decode import decode, read_bytes
-    from .shared import load_base
+    from .codec.decode import decode, read_bytes
+    from .codec.shared import load_base
 
     out = Path(args.output or Path(args.input).with_suffix(".png"))
     base = load_base(args.base) if args.base else None
@@ -97,9 +97,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from . import api
-    from . import format as fmt
-    from .decode import read_bytes
+    from .codec import encode as api
+    from .codec import format as fmt
+    from .codec.decode import read_bytes
 
     data = read_bytes(args.input)
     if args.json:

@@ -42,14 +42,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import api
-from . import format as fmt
 from ._dist import Group, env_world
 from ._store import Store
-from .errors import NDFError
-from .io import BASE_SUFFIX, base_filename, is_url
+from .codec import encode as api
+from .codec import format as fmt
+from .codec.errors import NDFError
+from .codec.io import BASE_SUFFIX, base_filename, is_url
+from .codec.shared import SharedBase, load_base
 from .shards import Sample, parse_shard, shard_bytes
-from .shared import SharedBase, load_base
 from .sources import Source, Split, open_source
 
 __all__ = ["convert", "ConvertResult", "ConvertSettings", "JOB_FILE", "MANIFEST", "STATS_DIR", "LAYOUTS"]

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import api
-from .decode import decode
-from .fitting import psnr as psnr_of
-from .images import to_tensor
+from .codec import encode as api
+from .codec.decode import decode
+from .codec.fitting import psnr as psnr_of
+from .codec.images import to_tensor
 
 __all__ = ["sample_image", "run_demo"]
 

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .format import LIMITS
-from .io import is_url, read_url
+from .codec.format import LIMITS
+from .codec.io import is_url, read_url
 
 __all__ = [
     "CIFAR10_CLASSES",

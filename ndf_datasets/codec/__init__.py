@@ -1,0 +1,1 @@
+"""The codec: one image or a batch <-> ``.ndf`` bytes (container format, coding, fields, fitting, decode)."""

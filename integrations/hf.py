@@ -65,9 +65,10 @@ import torch
 from datasets.formatting.torch_formatter import TorchFormatter
 
 from ..codec import format as fmt
+from ..codec.bases import BASE_SUFFIX, load_base_cached, resolve_base
 from ..codec.decode import DecodedField, read_field, render_fields, resolve_size
 from ..codec.errors import NDFBaseError, NDFError
-from ..codec.io import BASE_SUFFIX, is_url, load_base_cached, read_url, resolve_base
+from ..codec.io import is_url, read_url
 from ..codec.shared import SharedBase
 
 if TYPE_CHECKING:

@@ -51,8 +51,9 @@ from datasets.builder import Key
 
 from .. import shards, sources
 from ..codec import format as fmt
+from ..codec.bases import BASE_SUFFIX, load_base_cached
 from ..codec.errors import NDFError, NDFFormatError
-from ..codec.io import BASE_SUFFIX, is_url, load_base_cached, read_url
+from ..codec.io import is_url, read_url
 from ..convert import MANIFEST, convert
 from .hf import NDFImage, _storage_options
 

@@ -42,9 +42,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "ndf_datasets.integrations.torchvision needs torchvision; install 'ndf-datasets[torchvision]'"
     ) from exc
 
+from ..codec.bases import base_filename, load_base_cached, resolve_base
 from ..codec.decode import DecodedField, Size, read_field, render_fields, resolve_size
 from ..codec.errors import NDFBaseError, NDFError
-from ..codec.io import base_filename, load_base_cached, read_url, resolve_base
+from ..codec.io import read_url
 from ..codec.shared import SharedBase, build_arch
 
 __all__ = [

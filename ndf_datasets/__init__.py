@@ -14,6 +14,14 @@ Quick start::
     ndf.convert("raw/cifar-10-batches-py", "out/cifar10")   # a dataset -> base + WebDataset shards
 """
 
+from .codec.bases import (
+    base_filename,
+    cached_base,
+    clear_base_cache,
+    load_base_cached,
+    register_base,
+    resolve_base,
+)
 from .codec.decode import DecodedField, decode, decode_batch, read_field, render_fields
 from .codec.encode import default_base_config, default_config, encode, encode_batch, fit_base, inspect
 from .codec.errors import (
@@ -26,16 +34,7 @@ from .codec.errors import (
     NDFVersionError,
 )
 from .codec.format import LIMITS
-from .codec.io import (
-    base_filename,
-    cached_base,
-    clear_base_cache,
-    load_base_cached,
-    open_url,
-    read_url,
-    register_base,
-    resolve_base,
-)
+from .codec.io import open_url, read_url
 from .codec.shared import SharedBase, load_base
 from .convert import convert
 
@@ -89,7 +88,7 @@ _MOVED = {
     "ndf_datasets.fitting": "ndf_datasets.codec.fitting",
     "ndf_datasets.format": "ndf_datasets.codec.format",
     "ndf_datasets.images": "ndf_datasets.codec.images",
-    "ndf_datasets.io": "ndf_datasets.codec.io",
+    "ndf_datasets.io": "ndf_datasets.codec.bases",
     "ndf_datasets.shared": "ndf_datasets.codec.shared",
 }
 _alias_modules(_MOVED)

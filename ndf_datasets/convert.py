@@ -46,8 +46,9 @@ from ._dist import Group, env_world
 from ._store import Store
 from .codec import encode as api
 from .codec import format as fmt
+from .codec.bases import BASE_SUFFIX, base_filename
 from .codec.errors import NDFError
-from .codec.io import BASE_SUFFIX, base_filename, is_url
+from .codec.io import is_url
 from .codec.shared import SharedBase, load_base
 from .shards import Sample, parse_shard, shard_bytes
 from .sources import Source, Split, open_source

@@ -20,6 +20,7 @@ from . import format as fmt
 from .coding import TensorCode, decode_symbols, encode_symbols, fit_code, pack_codes, unpack_codes
 from .errors import NDFBaseError, NDFFormatError, NDFVersionError
 from .fields import FieldArch, get_arch
+from .io import write_atomic
 
 __all__ = ["SharedBase", "load_base", "build_arch"]
 
@@ -112,8 +113,6 @@ class SharedBase:
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        from .io import write_atomic  # io imports this module
-
         write_atomic(path, self.to_bytes())
         return path
 

@@ -1,0 +1,116 @@
+"""Shared bases by content hash: the per-process cache, and finding ``<hash>.ndfbase`` files.
+
+A base is loaded once per process (whatever path or URL it is read from) and found again by
+the hash every record stores. This module is also what the old ``ndf_datasets.io`` path
+imports, so it re-exports the URL functions of :mod:`ndf_datasets.codec.io` it reads through.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from .errors import NDFBaseError
+from .io import TMP_SUFFIX, is_url, open_url, read_url, write_atomic
+from .shared import SharedBase, load_base
+
+__all__ = [
+    "load_base_cached",
+    "clear_base_cache",
+    "cached_base",
+    "register_base",
+    "base_filename",
+    "resolve_base",
+    "BASE_SUFFIX",
+    # the URL functions, re-exported for the old ``ndf_datasets.io`` path
+    "open_url",
+    "read_url",
+    "is_url",
+    "TMP_SUFFIX",
+    "write_atomic",
+]
+
+#: File-name suffix of shared bases. A dataset's base lives next to its data (folder root or
+#: shard directory) as ``<16 hex digits of its hash>.ndfbase``, so records find it by hash.
+BASE_SUFFIX = ".ndfbase"
+
+_lock = threading.Lock()
+_bases_by_hash: dict[bytes, SharedBase] = {}
+_hash_by_location: dict[tuple[str, Any], bytes] = {}
+
+
+def _stamp(location: str) -> Any:
+    if is_url(location):
+        return None  # remote: identified by URL for the life of the process
+    st = os.stat(location)
+    return (st.st_size, st.st_mtime_ns)
+
+
+def load_base_cached(location: str | os.PathLike, **storage_options: Any) -> SharedBase:
+    """Load a shared base once per process; later calls (any path to the same content) reuse it.
+
+    Bases are cached by content hash, so two copies of one base share one object (and one set
+    of device tensors); a local file that changes on disk is re-read.
+    """
+    location = os.fspath(location)
+    key = (location, _stamp(location))
+    with _lock:
+        h = _hash_by_location.get(key)
+        if h is not None and h in _bases_by_hash:
+            return _bases_by_hash[h]
+    base = load_base(read_url(location, **storage_options), source=location)
+    with _lock:
+        base = _bases_by_hash.setdefault(base.hash, base)
+        _hash_by_location[key] = base.hash
+    return base
+
+
+def cached_base(base_hash: bytes) -> SharedBase | None:
+    """The base with ``base_hash`` if this process has loaded or registered it, else ``None``."""
+    with _lock:
+        return _bases_by_hash.get(base_hash)
+
+
+def register_base(base: SharedBase) -> SharedBase:
+    """Make an in-memory base findable by hash in this process (returns the cached instance)."""
+    with _lock:
+        return _bases_by_hash.setdefault(base.hash, base)
+
+
+def clear_base_cache() -> None:
+    """Forget every cached base (tests; long-lived processes that rotate datasets)."""
+    with _lock:
+        _bases_by_hash.clear()
+        _hash_by_location.clear()
+
+
+def base_filename(base_hash: bytes) -> str:
+    """The conventional file name of a base: ``<hash hex>.ndfbase``."""
+    return base_hash.hex() + BASE_SUFFIX
+
+
+def resolve_base(base_hash: bytes, locations: list[str | os.PathLike], **storage_options: Any) -> SharedBase:
+    """Find and load (cached) the base with ``base_hash`` in one of ``locations`` (dirs or URL prefixes).
+
+    Looks for ``<location>/<hash hex>.ndfbase`` in order.
+
+    Raises:
+        NDFBaseError: no location holds it (the message lists where it looked).
+    """
+    known = cached_base(base_hash)
+    if known is not None:
+        return known
+    tried = []
+    for loc in locations:
+        loc = os.fspath(loc).rstrip("/")
+        candidate = f"{loc}/{base_filename(base_hash)}"
+        tried.append(candidate)
+        try:
+            base = load_base_cached(candidate, **storage_options)
+        except FileNotFoundError:
+            continue
+        if base.hash != base_hash:
+            raise NDFBaseError(f"base file holds hash {base.hash.hex()}, not {base_hash.hex()}", source=candidate)
+        return base
+    raise NDFBaseError(f"no shared base {base_hash.hex()} found; looked for {tried}", source=str(locations))

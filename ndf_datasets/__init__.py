@@ -14,17 +14,9 @@ Quick start::
     ndf.convert("raw/cifar-10-batches-py", "out/cifar10")   # a dataset -> base + WebDataset shards
 """
 
-from .codec.bases import (
-    base_filename,
-    cached_base,
-    clear_base_cache,
-    load_base_cached,
-    register_base,
-    resolve_base,
-)
-from .codec.decode import DecodedField, decode, decode_batch, read_field, render_fields
-from .codec.encode import default_base_config, default_config, encode, encode_batch, fit_base, inspect
-from .codec.errors import (
+from .api import (
+    LIMITS,
+    DecodedField,
     NDFBaseError,
     NDFChecksumError,
     NDFError,
@@ -32,11 +24,28 @@ from .codec.errors import (
     NDFLimitError,
     NDFShardError,
     NDFVersionError,
+    SharedBase,
+    base_filename,
+    cached_base,
+    clear_base_cache,
+    convert,
+    decode,
+    decode_batch,
+    default_base_config,
+    default_config,
+    encode,
+    encode_batch,
+    fit_base,
+    inspect,
+    load_base,
+    load_base_cached,
+    open_url,
+    read_field,
+    read_url,
+    register_base,
+    render_fields,
+    resolve_base,
 )
-from .codec.format import LIMITS
-from .codec.io import open_url, read_url
-from .codec.shared import SharedBase, load_base
-from .convert import convert
 
 __version__ = "0.1.0"
 
@@ -79,7 +88,6 @@ from ._hooks import when_imported as _when_imported  # noqa: E402
 
 #: Where the modules of the flat layout went (old import path -> module now imported under it).
 _MOVED = {
-    "ndf_datasets.api": "ndf_datasets.codec.encode",
     "ndf_datasets.amortised": "ndf_datasets.codec.amortised",
     "ndf_datasets.coding": "ndf_datasets.codec.coding",
     "ndf_datasets.decode": "ndf_datasets.codec.decode",

@@ -57,7 +57,7 @@ def _save_png(tensor, path: Path, force: bool) -> None:
 def cmd_encode(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from .codec import encode as api
+    from . import api
     from .codec.io import write_atomic
     from .codec.shared import load_base
 
@@ -97,7 +97,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .codec import encode as api
+    from . import api
     from .codec import format as fmt
     from .codec.decode import read_bytes
 

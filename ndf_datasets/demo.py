@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .codec import encode as api
+from . import api
 from .codec.decode import decode
 from .codec.fitting import psnr as psnr_of
 from .codec.images import to_tensor

@@ -1,7 +1,7 @@
-"""The Python API: ``encode``, ``encode_batch``, ``inspect``, ``fit_base``.
+"""Encoding: ``encode`` / ``encode_batch`` (images -> ``.ndf`` bytes), ``fit_base``, ``inspect``.
 
-``decode``/``decode_batch`` live in :mod:`ndf_datasets.decode` (the one decode path) and
-``load_base`` in :mod:`ndf_datasets.shared`; all are re-exported by the package.
+``decode``/``decode_batch`` live in :mod:`ndf_datasets.codec.decode` (the one decode path) and
+``load_base`` in :mod:`ndf_datasets.codec.shared`; all are re-exported by the package.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def encode_batch(
         seed: same seed and inputs, same bytes.
         device: where to fit (``"cpu"``, ``"cuda"``).
         progress: show a progress bar.
-        **fit_kw: further :class:`~ndf_datasets.fitting.FitSettings` fields, e.g.
+        **fit_kw: further :class:`~ndf_datasets.codec.fitting.FitSettings` fields, e.g.
             ``early_stop=False`` (smaller files, slower), ``min_steps``, ``lr``, ``latent_lr``.
 
     Raises:
@@ -271,7 +271,7 @@ def fit_base(
             ``N x C x H x W`` tensor (uint8, or float in [0, 1]).
         config: the architecture's config (default :func:`default_base_config`).
         arch: ``"grid-mlp"`` (auto-decoded latent grids, shared MLP) or ``"conv-field"``
-            (amortised encoder + conv synthesis; see :mod:`ndf_datasets.fields.conv`).
+            (amortised encoder + conv synthesis; see :mod:`ndf_datasets.codec.fields.conv`).
         epochs, batch_size, lmbda, seed, device, progress: training knobs.
 
     Returns:

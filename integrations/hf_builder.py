@@ -49,12 +49,12 @@ import datasets
 import numpy as np
 from datasets.builder import Key
 
-from .. import shards, sources
 from ..codec import format as fmt
 from ..codec.bases import BASE_SUFFIX, load_base_cached
 from ..codec.errors import NDFError, NDFFormatError
 from ..codec.io import is_url, read_url
-from ..convert import MANIFEST, convert
+from ..data import shards, sources
+from ..data.convert import MANIFEST, convert
 from .hf import NDFImage, _storage_options
 
 __all__ = ["MANIFEST", "RAW_SOURCES", "NDFConfig", "NDFDatasetBuilder", "RawSource", "build_cache", "read_raw"]

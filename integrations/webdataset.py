@@ -82,7 +82,7 @@ from ndf_datasets.codec import format as fmt
 from ndf_datasets.codec.decode import DecodedField, read_field, render_fields, resolve_size
 from ndf_datasets.codec.errors import NDFBaseError, NDFError
 from ndf_datasets.codec.io import is_url
-from ndf_datasets.tarcheck import VerifiedTarStream
+from ndf_datasets.data.tarcheck import VerifiedTarStream
 
 from .s3 import register_gopen_schemes, storage_options_for
 

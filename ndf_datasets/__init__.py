@@ -14,6 +14,7 @@ Quick start::
     ndf.convert("raw/cifar-10-batches-py", "out/cifar10")   # a dataset -> base + WebDataset shards
 """
 
+from ._version import __version__
 from .api import (
     LIMITS,
     DecodedField,
@@ -46,8 +47,6 @@ from .api import (
     render_fields,
     resolve_base,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "encode",
@@ -88,6 +87,12 @@ from ._hooks import when_imported as _when_imported  # noqa: E402
 
 #: Where the modules of the flat layout went (old import path -> module now imported under it).
 _MOVED = {
+    "ndf_datasets._dist": "ndf_datasets.data._dist",
+    "ndf_datasets._store": "ndf_datasets.data._store",
+    "ndf_datasets.convert": "ndf_datasets.data.convert",
+    "ndf_datasets.shards": "ndf_datasets.data.shards",
+    "ndf_datasets.sources": "ndf_datasets.data.sources",
+    "ndf_datasets.tarcheck": "ndf_datasets.data.tarcheck",
     "ndf_datasets.amortised": "ndf_datasets.codec.amortised",
     "ndf_datasets.coding": "ndf_datasets.codec.coding",
     "ndf_datasets.decode": "ndf_datasets.codec.decode",

@@ -1,7 +1,7 @@
 """The front door: the functions and classes ``import ndf_datasets as ndf`` offers.
 
 Encoding, decoding and shared bases come from the codec (:mod:`ndf_datasets.codec`), the
-conversion of whole datasets from :mod:`ndf_datasets.convert`; the package re-exports
+conversion of whole datasets from :mod:`ndf_datasets.data`; the package re-exports
 everything listed here.
 """
 
@@ -39,7 +39,7 @@ from .codec import (
     resolve_base,
 )
 from .codec.encode import WEIGHT_STEPS, default_conv_config  # noqa: F401 (ndf_datasets.api names before the split)
-from .convert import convert
+from .data import convert
 
 __all__ = [
     "encode",

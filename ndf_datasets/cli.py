@@ -120,7 +120,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert
+    from .data import convert
 
     src = args.src[0] if len(args.src) == 1 else args.src
     options = json.loads(args.storage_options) if args.storage_options else None

@@ -42,14 +42,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .. import _version
+from ..codec import BASE_SUFFIX, NDFError, SharedBase, base_filename, encode_batch, fit_base, is_url, load_base
+from ..codec import format as fmt
 from ._dist import Group, env_world
 from ._store import Store
-from .codec import encode as api
-from .codec import format as fmt
-from .codec.bases import BASE_SUFFIX, base_filename
-from .codec.errors import NDFError
-from .codec.io import is_url
-from .codec.shared import SharedBase, load_base
 from .shards import Sample, parse_shard, shard_bytes
 from .sources import Source, Split, open_source
 
@@ -184,10 +181,8 @@ def _json_bytes(obj: Any, compact: bool = False) -> bytes:
 
 
 def _versions() -> dict[str, str]:
-    from . import __version__
-
     return {
-        "ndf_datasets": __version__,
+        "ndf_datasets": _version.__version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
@@ -312,7 +307,7 @@ def _fit_base(
     shape = images[0].shape
     images = [im for im in images if im.shape == shape]
     stack = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return api.fit_base(
+    return fit_base(
         stack,
         arch=settings.base_arch,
         epochs=settings.base_epochs,
@@ -490,7 +485,7 @@ def _encode_unit(
     images = split.images(unit.start, unit.stop)
     blobs: list[bytes] = []
     for c in range(0, len(images), settings.batch_size):
-        chunk = api.encode_batch(
+        chunk = encode_batch(
             images[c : c + settings.batch_size],
             psnr=settings.psnr,
             base=base,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .codec.io import TMP_SUFFIX, is_url, read_url, write_atomic
+from ..codec import TMP_SUFFIX, is_url, read_url, write_atomic
 
 __all__ = ["Store"]
 

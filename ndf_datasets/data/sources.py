@@ -35,8 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .codec.format import LIMITS
-from .codec.io import is_url, read_url
+from ..codec import LIMITS, is_url, read_url
 
 __all__ = [
     "CIFAR10_CLASSES",

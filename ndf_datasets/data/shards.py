@@ -23,9 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec.errors import NDFFormatError, NDFLimitError
-from .codec.format import LIMITS
-from .codec.io import open_url, write_atomic
+from ..codec import LIMITS, NDFFormatError, NDFLimitError, open_url, write_atomic
 from .tarcheck import VerifiedTarStream
 
 __all__ = ["Sample", "tar_bytes", "shard_bytes", "write_shard", "parse_shard", "iter_shard", "MEMBER"]

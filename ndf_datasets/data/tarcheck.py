@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import IO, Any
 
-from .codec.errors import NDFShardError
+from ..codec import NDFShardError
 
 __all__ = ["VerifiedTarStream", "BLOCK"]
 

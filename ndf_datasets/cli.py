@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from .codec.errors import NDFError
+from ._output import check_out, save_png
+from .codec import NDFError
 
 __all__ = ["main", "parse_size"]
 
@@ -38,31 +38,14 @@ def parse_size(text: str) -> tuple[int, int] | int:
         raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT or N, got {text!r}") from None
 
 
-def _check_out(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass --force to overwrite it")
-
-
-def _save_png(tensor, path: Path, force: bool) -> None:
-    from PIL import Image
-
-    _check_out(path, force)
-    arr = (tensor.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[arr.shape[2]]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    Image.fromarray(arr[:, :, 0] if mode == "L" else arr, mode).save(tmp)
-    os.replace(tmp, path)
-
-
 def cmd_encode(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from . import api
-    from .codec.io import write_atomic
-    from .codec.shared import load_base
+    from .codec import load_base, write_atomic
 
     out = Path(args.output or Path(args.input).with_suffix(".ndf"))
-    _check_out(out, args.force)
+    check_out(out, args.force)
     with Image.open(args.input) as im:
         im.load()
         image = im
@@ -85,13 +68,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from .codec.decode import decode, read_bytes
-    from .codec.shared import load_base
+    from .codec import decode, load_base, read_bytes
 
     out = Path(args.output or Path(args.input).with_suffix(".png"))
     base = load_base(args.base) if args.base else None
     x = decode(read_bytes(args.input), size=args.size, base=base, device=args.device, source=args.input)
-    _save_png(x, out, args.force)
+    save_png(x, out, args.force)
     print(f"{out}: {x.shape[2]}x{x.shape[1]}")
     return 0
 
@@ -99,7 +81,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from . import api
     from .codec import format as fmt
-    from .codec.decode import read_bytes
+    from .codec import read_bytes
 
     data = read_bytes(args.input)
     if args.json:

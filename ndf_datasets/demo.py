@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from . import api
+from ._output import save_png
 from .codec.decode import decode
 from .codec.fitting import psnr as psnr_of
 from .codec.images import to_tensor
@@ -32,8 +33,6 @@ def sample_image():
 
 def run_demo(out: Path, psnr: float = 32.0, steps: int | None = None, force: bool = False) -> dict:
     """Run the demo, writing into ``out``; returns the measured figures."""
-    from .cli import _save_png
-
     out.mkdir(parents=True, exist_ok=True)
     path = out / "grace_hopper.ndf"
     if path.exists() and not force:
@@ -60,7 +59,7 @@ def run_demo(out: Path, psnr: float = 32.0, steps: int | None = None, force: boo
             ref = F.interpolate(x[None], size=(hh, ww), mode="bicubic", align_corners=False).clamp(0, 1)
             quality = f"PSNR {float(psnr_of(y[None], ref)):.2f} dB vs bicubic upsampling of the original"
         png = out / f"grace_hopper_{ww}x{hh}.png"
-        _save_png(y, png, force)
+        save_png(y, png, force)
         print(f"decoded {ww}x{hh} in {dec_s:.2f} s: {quality} -> {png}")
         figures["sizes"][f"{ww}x{hh}"] = quality
     return figures

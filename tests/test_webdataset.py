@@ -251,9 +251,9 @@ def _unbatch(batches):
 def test_batched_equals_per_sample(field_shards, record_shards, field_ref, record_ref, records, monkeypatch):
     shards, ref = (record_shards, record_ref) if records else (field_shards, field_ref)
     calls = []
-    real = nwd.render_fields
+    real = nwd.batches.render_fields
     monkeypatch.setattr(
-        nwd, "render_fields", lambda fields, *a, **k: calls.append(len(fields)) or real(fields, *a, **k)
+        nwd.batches, "render_fields", lambda fields, *a, **k: calls.append(len(fields)) or real(fields, *a, **k)
     )
 
     raw = list(_batched(shards.urls, 5, records))

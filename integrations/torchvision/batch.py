@@ -1,77 +1,51 @@
-"""torchvision adapter: a :class:`~torchvision.datasets.DatasetFolder` over ``.ndf`` files.
+"""Deferred decoding for the torchvision adapter: :class:`NDFItem` in workers, :class:`NDFBatch` per batch.
 
-:class:`NDFImageFolder` is ``ImageFolder`` for neural-field images: same directory layout,
-same ``classes`` / ``class_to_idx`` / ``samples`` / ``targets``, same override points
-(``find_classes``, ``make_dataset``, ``loader``), but each sample is decoded through the one
-decode path (:func:`ndf_datasets.read_field` + :func:`ndf_datasets.render_fields`) at any
-output size.
-
-With ``deferred=True`` a sample is only read and entropy-decoded in the data-loader worker;
-:func:`ndf_collate` stacks those cheap items into an :class:`NDFBatch`, and the batch is
-rendered in one forward pass (typically on the GPU) by :meth:`NDFBatch.decode` or the
-:class:`NDFDecoder` module::
-
-    ds = NDFImageFolder("data/train", size=32, deferred=True)
-    loader = DataLoader(ds, batch_size=256, num_workers=8, collate_fn=ndf_collate, pin_memory=True)
-    decoder = ds.decoder().to("cuda")
-    for batch in loader:
-        x, y = decoder(batch), batch.targets.to("cuda")
-
-Requires the ``torchvision`` extra (``pip install 'ndf-datasets[torchvision]'``).
+An :class:`NDFItem` is a sample read and entropy-decoded but not rendered (cheap to pickle);
+:func:`ndf_collate` stacks items into an :class:`NDFBatch`, which :meth:`NDFBatch.decode` or
+the :class:`NDFDecoder` module renders in one forward pass per architecture. Needs only torch.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.data import default_collate
 
-try:
-    from torchvision.datasets import DatasetFolder
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "ndf_datasets.integrations.torchvision needs torchvision; install 'ndf-datasets[torchvision]'"
-    ) from exc
-
-from ..codec.bases import base_filename, load_base_cached, resolve_base
-from ..codec.decode import DecodedField, Size, read_field, render_fields, resolve_size
-from ..codec.errors import NDFBaseError, NDFError
-from ..codec.io import read_url
-from ..codec.shared import SharedBase, build_arch
+from ...codec import (
+    DecodedField,
+    NDFBaseError,
+    NDFError,
+    SharedBase,
+    Size,
+    base_filename,
+    build_arch,
+    load_base_cached,
+    render_fields,
+    resolve_base,
+    resolve_size,
+)
 
 __all__ = [
     "DATASET_SIZE",
-    "NDF_EXTENSIONS",
     "ArchSpec",
+    "BaseArg",
     "BaseRef",
+    "CollatedBatch",
     "NDFBatch",
     "NDFDecoder",
-    "NDFImageFolder",
+    "NDFGroup",
     "NDFItem",
     "ndf_collate",
-    "ndf_loader",
 ]
 
-NDF_EXTENSIONS = (".ndf",)
-
-#: ``on_error`` values accepted by :class:`NDFImageFolder`.
-ON_ERROR = ("raise", "skip")
-
-#: how many ``(path, message)`` pairs :attr:`NDFImageFolder.errors` keeps (the count is exact).
-MAX_ERRORS_KEPT = 100
-
 BaseArg = SharedBase | str | os.PathLike | None
-
-logger = logging.getLogger(__name__)
 
 
 class _DatasetSize:
@@ -83,25 +57,6 @@ class _DatasetSize:
 
 #: default ``size`` of :meth:`NDFBatch.decode` / :class:`NDFDecoder`: the dataset's ``size``.
 DATASET_SIZE: Any = _DatasetSize()
-
-
-def ndf_loader(path: str | os.PathLike) -> bytes:
-    """The default loader: the raw bytes of one ``.ndf`` file (local path or fsspec URL).
-
-    Args:
-        path: the sample's path, as listed in ``samples``.
-
-    Raises:
-        NDFLimitError: the file is larger than ``LIMITS['max_file_bytes']``.
-        OSError: the file can not be read.
-
-    Returns:
-        The file's bytes; the dataset parses and decodes them.
-    """
-    return read_url(path)
-
-
-# ----------------------------------------------------------------------------- deferred items
 
 
 class ArchSpec(NamedTuple):
@@ -409,200 +364,3 @@ class NDFDecoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size!r}"
-
-
-# ----------------------------------------------------------------------------- the dataset
-
-
-class NDFImageFolder(DatasetFolder):
-    """An ``ImageFolder`` of ``.ndf`` neural-field images, decoded at any size::
-
-        root/
-        ├── <hash hex>.ndfbase      (only for records: the dataset's shared base)
-        ├── cat
-        │   ├── 000.ndf
-        │   ├── 001.ndf
-        │   └── ...
-        │       └── 002.ndf
-        └── dog
-            ├── 123.ndf
-            └── ...
-
-    This class inherits from :class:`~torchvision.datasets.DatasetFolder`, so the same methods
-    (``find_classes``, ``make_dataset``) can be overridden to customise the dataset.
-
-    A file is a standalone field or a record of a shared base. A record names its base by
-    content hash; the base is the ``base`` argument or, by default, ``root/<hash hex>.ndfbase``.
-    Bases are loaded once per process and cached by hash (:func:`ndf_datasets.resolve_base`).
-
-    **Deferred decoding.** With ``deferred=True``, ``ds[i]`` returns ``(NDFItem, target)``:
-    the file is read and entropy-decoded (cheap, in the loader worker) but not rendered. Pass
-    ``collate_fn=ndf_collate`` to the ``DataLoader`` and render each batch in one forward pass
-    with :meth:`NDFBatch.decode` or ``ds.decoder()``. Pixels equal ``deferred=False``.
-
-    **Bad files.** With ``on_error="raise"`` (default) a corrupt or truncated file raises an
-    :class:`~ndf_datasets.NDFError` naming its path. With ``on_error="skip"``, ``ds[i]``
-    returns ``None`` for a file that can not be read or decoded (an ``NDFError`` other than
-    :class:`~ndf_datasets.NDFBaseError`, or an ``OSError``), logs a warning and counts it in
-    :attr:`error_count` / :attr:`errors`. ``len(ds)`` does not change: pass
-    ``collate_fn=ndf_collate``, which drops the ``None`` samples, so a batch may hold fewer
-    than ``batch_size`` samples; its ``skipped`` attribute counts the dropped ones. The
-    dataset's counters are per process: with ``num_workers > 0`` they count inside each
-    worker, so sum ``batch.skipped`` in the training loop instead. A missing, unreadable or
-    wrong shared base is a setup error, not a bad sample: it always raises
-    :class:`~ndf_datasets.NDFBaseError`.
-
-    Args:
-        root (str or ``pathlib.Path``): Root directory path.
-        size: output size: an int (square), ``(height, width)``, or ``None`` (each image's
-            original size).
-        transform (callable, optional): A function/transform that takes the decoded
-            ``C x H x W`` float tensor and returns a transformed version. Not allowed with
-            ``deferred=True`` (apply it to the decoded batch instead).
-        target_transform (callable, optional): A function/transform that takes in the
-            target and transforms it.
-        loader (callable, optional): A function returning the bytes of a ``.ndf`` file given
-            its path (default :func:`ndf_loader`).
-        is_valid_file (callable, optional): A function that takes the path of a file and
-            checks if it is a valid file; replaces the ``.ndf`` extension check.
-        allow_empty (bool, optional): If True, empty folders are considered to be valid
-            classes. An error is raised on empty folders if False (default).
-        base: the shared base of the records: a :class:`~ndf_datasets.SharedBase`, a path to
-            its file, or ``None`` to find it by hash in ``root``.
-        device: where ``ds[i]`` renders (``deferred=False``). Keep ``"cpu"`` with workers;
-            to decode on a GPU use ``deferred=True`` and :class:`NDFDecoder`.
-        deferred (bool): return unrendered :class:`NDFItem` samples (see above).
-        on_error (str): ``"raise"`` or ``"skip"`` (see above).
-
-    Raises:
-        ValueError: invalid ``size``, ``on_error``, or ``transform`` with ``deferred=True``.
-        FileNotFoundError: no class folders, a class without ``.ndf`` files (unless
-            ``allow_empty``), or a ``base`` path that does not exist.
-        NDFError: the ``base`` file is not a valid shared base.
-
-    Attributes:
-        classes (list): List of the class names sorted alphabetically.
-        class_to_idx (dict): Dict with items (class_name, class_index).
-        samples (list): List of (sample path, class_index) tuples; ``imgs`` is the same list.
-        targets (list): The class_index value for each image in the dataset.
-        error_count (int): samples skipped in this process (``on_error="skip"``).
-        errors (deque): the last :data:`MAX_ERRORS_KEPT` ``(path, message)`` pairs skipped.
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        size: Size = 32,
-        transform: Callable | None = None,
-        target_transform: Callable | None = None,
-        loader: Callable[[str], bytes] | None = None,
-        is_valid_file: Callable[[str], bool] | None = None,
-        allow_empty: bool = False,
-        base: BaseArg = None,
-        device: str | torch.device = "cpu",
-        deferred: bool = False,
-        on_error: str = "raise",
-    ) -> None:
-        _check_options(size, on_error, transform, deferred)
-        super().__init__(
-            root,
-            loader or ndf_loader,
-            NDF_EXTENSIONS if is_valid_file is None else None,
-            transform=transform,
-            target_transform=target_transform,
-            is_valid_file=is_valid_file,
-            allow_empty=allow_empty,
-        )
-        self.imgs = self.samples
-        self.size = size
-        self.device = torch.device(device)
-        self.deferred = deferred
-        self.on_error = on_error
-        self.base = os.fspath(base) if isinstance(base, (str, os.PathLike)) else base
-        if isinstance(self.base, str):
-            load_base_cached(self.base)  # fail now on a missing or invalid base file
-        self.error_count = 0
-        self.errors: collections.deque[tuple[str, str]] = collections.deque(maxlen=MAX_ERRORS_KEPT)
-
-    def __getitem__(self, index: int) -> tuple[Any, Any] | None:
-        """
-        Args:
-            index (int): Index
-
-        Raises:
-            NDFError: the file is corrupt, truncated or needs a base that can not be found
-                (the message names the path); with ``on_error="skip"`` only base errors.
-
-        Returns:
-            tuple: ``(image, target)`` with a ``C x H x W`` float32 image in [0, 1]
-            (``deferred=False``) or ``(NDFItem, target)`` (``deferred=True``); ``None`` for
-            a skipped sample.
-        """
-        path, target = self.samples[index]
-        try:
-            sample = self._read(path)
-        except NDFBaseError:
-            raise
-        except (NDFError, OSError) as exc:
-            if self.on_error == "raise":
-                raise
-            self._skip(path, exc)
-            return None
-        if self.transform is not None:
-            sample = self.transform(sample)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return sample, target
-
-    def decoder(self, size: Size = DATASET_SIZE) -> NDFDecoder:
-        """An :class:`NDFDecoder` for this dataset's deferred batches (its size and base)."""
-        return NDFDecoder(self.size if size is DATASET_SIZE else size, base=self.base)
-
-    def extra_repr(self) -> str:
-        base = self.base if not isinstance(self.base, SharedBase) else f"<SharedBase {self.base.hash.hex()}>"
-        return "\n".join(
-            [f"Size: {self.size}", f"Deferred: {self.deferred}", f"On error: {self.on_error}", f"Base: {base}"]
-        )
-
-    # ------------------------------------------------------------------ helpers
-
-    def _read(self, path: str) -> torch.Tensor | NDFItem:
-        blob = self.loader(path)
-        field = read_field(blob, self._base_arg(path), source=path)
-        if self.deferred:
-            return self._item(field, path)
-        return render_fields([field], self.size, self.device)[0]
-
-    def _base_arg(self, path: str) -> SharedBase | Callable[[bytes], SharedBase]:
-        """What :func:`read_field` needs to find a record's base: the base itself, or a resolver
-        called with the record's hash (only for records; bases load once per process)."""
-        if isinstance(self.base, SharedBase):
-            return self.base
-        if isinstance(self.base, str):
-            return lambda base_hash: _load_file(self.base, path)
-        return lambda base_hash: _resolve(base_hash, [os.fspath(self.root)], path)
-
-    def _base_ref(self, base: SharedBase) -> BaseRef:
-        if isinstance(self.base, str):
-            return BaseRef(base.hash, file=self.base)
-        return BaseRef(base.hash, dirs=(os.fspath(self.root),))
-
-    def _item(self, f: DecodedField, path: str) -> NDFItem:
-        ref = None if f.base is None else self._base_ref(f.base)
-        return NDFItem(f.latents, f.weights, ArchSpec.of(f), ref, path, self.size)
-
-    def _skip(self, path: str, exc: Exception) -> None:
-        self.error_count += 1
-        self.errors.append((path, str(exc)))
-        logger.warning("skipping %s: %s", path, exc)
-
-
-def _check_options(size: Size, on_error: str, transform: Callable | None, deferred: bool) -> None:
-    resolve_size(size, 1, 1)
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    if deferred and transform is not None:
-        raise ValueError(
-            "transform= needs pixels, which deferred=True produces only after collation; "
-            "apply it to the decoded batch, e.g. nn.Sequential(ds.decoder(), transform)"
-        )

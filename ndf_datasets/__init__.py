@@ -101,6 +101,7 @@ _MOVED = {
     "ndf_datasets.fitting": "ndf_datasets.codec.fitting",
     "ndf_datasets.format": "ndf_datasets.codec.format",
     "ndf_datasets.images": "ndf_datasets.codec.images",
+    "ndf_datasets.integrations.hf_builder": "ndf_datasets.integrations.hf.builder",
     "ndf_datasets.io": "ndf_datasets.codec.bases",
     "ndf_datasets.shared": "ndf_datasets.codec.shared",
 }

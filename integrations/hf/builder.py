@@ -1,7 +1,7 @@
 """The ``datasets`` builder behind ``load_dataset("ndf_cifar10" | "ndf_mnist" | "ndf" | <shards>)``.
 
-Names are resolved by :mod:`ndf_datasets.integrations.hf` (imported here, so importing this
-module registers them too). One builder class, :class:`NDFDatasetBuilder`, with one config
+Names are resolved by :mod:`ndf_datasets.integrations.hf` (this module's package, so importing
+this module registers them too). One builder class, :class:`NDFDatasetBuilder`, with one config
 per source:
 
 ``shards`` (``load_dataset("ndf", data_dir=LOCATION)`` or ``load_dataset(LOCATION)``)
@@ -41,125 +41,29 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import datasets
-import numpy as np
 from datasets.builder import Key
 
-from ..codec import format as fmt
-from ..codec.bases import BASE_SUFFIX, load_base_cached
-from ..codec.errors import NDFError, NDFFormatError
-from ..codec.io import is_url, read_url
-from ..data import shards, sources
-from ..data.convert import MANIFEST, convert
-from .hf import NDFImage, _storage_options
+from ...codec import BASE_SUFFIX, NDFError, NDFFormatError, is_url, load_base_cached, read_url
+from ...codec import format as fmt
+from ...data import shards, sources
+from ...data.convert import MANIFEST, convert
+from .feature import NDFImage, _storage_options
+from .raw import RAW_SOURCES, RawSource, read_cifar10, read_mnist, read_raw  # noqa: F401 (names of hf_builder.py)
 
 __all__ = ["MANIFEST", "RAW_SOURCES", "NDFConfig", "NDFDatasetBuilder", "RawSource", "build_cache", "read_raw"]
 
 # MANIFEST: the optional manifest next to the shards (written by :func:`ndf_datasets.convert`).
 _SHARD = re.compile(r"(?P<split>[A-Za-z0-9_]+)-(?P<index>\d+)\.tar$")
 
-# ----------------------------------------------------------------------------- raw sources
-
-
-@dataclass(frozen=True)
-class RawSource:
-    """A dataset that can be built from an official raw copy.
-
-    Attributes:
-        name: the ``load_dataset`` name (``"ndf_cifar10"``).
-        env_var: environment variable that may name the shard location.
-        classes: class names, in label order.
-        splits: split names.
-        reader: ``reader(raw_dir, split) -> (N x H x W x C uint8 images, N labels)``.
-        layout: the expected raw layout, for error messages.
-        kinds: the :mod:`ndf_datasets.sources` kinds a raw copy may be (the first is assumed
-            when none is recognised, so its reader names the missing files).
-    """
-
-    name: str
-    env_var: str
-    classes: tuple[str, ...]
-    splits: tuple[str, ...]
-    reader: Callable[[str, str], tuple[np.ndarray, np.ndarray]]
-    layout: str
-    kinds: tuple[str, ...] = ()
-
 
 def _join(location: str, name: str) -> str:
     return location.rstrip("/") + "/" + name
 
-
-_CIFAR_LAYOUT = "<data_dir>/cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin (the official binary version)"
-_MNIST_LAYOUT = "<data_dir>/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (also <data_dir>/MNIST/raw/)"
-
-
-def read_cifar10(raw_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split of the official CIFAR-10 binary version (:func:`ndf_datasets.sources.read_cifar10_bin`).
-
-    Args:
-        raw_dir: the folder holding ``cifar-10-batches-bin/`` (or that folder itself), or a URL.
-        split: ``"train"`` (``data_batch_1..5.bin``) or ``"test"`` (``test_batch.bin``).
-
-    Returns:
-        ``N x 32 x 32 x 3`` uint8 images and ``N`` int64 labels.
-
-    Raises:
-        FileNotFoundError: a batch file is missing (the message gives the layout).
-        ValueError: a file whose size is not a whole number of records.
-    """
-    return sources.read_cifar10_bin(raw_dir, split, _storage_options(raw_dir))
-
-
-def read_mnist(raw_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split of MNIST from its IDX files (:func:`ndf_datasets.sources.read_mnist`).
-
-    Args:
-        raw_dir: the folder holding ``train-images-idx3-ubyte.gz`` etc. (or ``MNIST/raw/``), or a URL.
-        split: ``"train"`` or ``"test"`` (the ``t10k`` files).
-
-    Returns:
-        ``N x 28 x 28 x 1`` uint8 images and ``N`` int64 labels.
-
-    Raises:
-        FileNotFoundError: a file is missing. ValueError: a malformed file or a count mismatch.
-    """
-    return sources.read_mnist(raw_dir, split, _storage_options(raw_dir))
-
-
-RAW_SOURCES: dict[str, RawSource] = {
-    "cifar10": RawSource(
-        "ndf_cifar10",
-        "NDF_CIFAR10_URL",
-        sources.CIFAR10_CLASSES,
-        ("train", "test"),
-        read_cifar10,
-        _CIFAR_LAYOUT,
-        ("cifar10-bin", "cifar10-py"),
-    ),
-    "mnist": RawSource(
-        "ndf_mnist",
-        "NDF_MNIST_URL",
-        tuple(str(d) for d in range(10)),
-        ("train", "test"),
-        read_mnist,
-        _MNIST_LAYOUT,
-        ("mnist",),
-    ),
-}
-
-
-def read_raw(
-    source: RawSource, raw_dir: str, split: str, max_images: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split of a raw copy, keeping the first ``max_images`` images."""
-    images, labels = source.reader(raw_dir, split)
-    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(source.classes):
-        raise ValueError(f"{source.name} {split}: labels outside 0..{len(source.classes) - 1} in {raw_dir}")
-    return (images[:max_images], labels[:max_images]) if max_images is not None else (images, labels)
 
 
 # ----------------------------------------------------------------------------- config

@@ -1,95 +1,37 @@
-"""HuggingFace ``datasets`` adapter: the :class:`NDFImage` feature and NDF datasets by name.
+"""The :class:`NDFImage` feature: a ``datasets`` column of ``.ndf`` images, decoded through the one decode path.
 
-Supported ``datasets`` versions: ``>=5.0,<6`` (tested with 5.2.0). Importing this module calls
-:func:`register`, which is idempotent and does three things:
-
-1. **Feature type.** ``NDFImage`` is added to ``datasets.features.features._FEATURE_TYPES``
-   through ``register_feature`` (public in the module, "experimental", not in ``__all__``),
-   so ``Features.from_dict``, ``load_from_disk`` and cached ``dataset_info.json`` files
-   rebuild it from its hidden ``_type="NDFImage"``. A process that loads such a dataset must
-   import this module first (the pickled feature imports it by itself in DataLoader workers).
-2. **Tensors through ``with_format("torch")``.** ``TorchFormatter._tensorize`` copies every
-   value with ``torch.tensor(value)``; for a feature that already decodes to a tensor this
-   costs a copy and a ``UserWarning`` per row (huggingface/datasets#7088, open). The entry
-   ``"torch"`` of ``datasets.formatting._FORMAT_TYPES`` is replaced by a subclass that returns
-   tensors as they are (other values: unchanged behaviour). Only done while the entry is
-   still the stock ``TorchFormatter``.
-3. **Names.** ``datasets`` 5.x has no loading scripts and no public hook to register a
-   dataset name. ``load_dataset(path)`` asks ``datasets.load.dataset_module_factory(path)``
-   for a ``DatasetModule`` (an importable builder module + hash + builder kwargs); this
-   module wraps that function so that it answers, without any network access, for
-
-   * ``"ndf_cifar10"`` and ``"ndf_mnist"`` (built from a raw copy or read from the NDF cache,
-     see :mod:`ndf_datasets.integrations.hf_builder`),
-   * ``"ndf"`` with ``data_dir=`` (or ``data_files=``) naming NDF WebDataset shards,
-   * a local folder or fsspec URL that holds NDF shards (``<split>-NNNNNN.tar`` next to a
-     ``<hash>.ndfbase`` or an ``ndf_dataset.json``),
-
-   and defers to the original for everything else.
-
-   Why not the packaged-module tables (``_PACKAGED_DATASETS_MODULES`` /
-   ``_EXTENSION_TO_MODULE``)? For a packaged name ``PackagedDatasetModuleFactory`` resolves
-   data files in ``data_dir`` or, without one, **in the current directory** (walking it and
-   raising ``EmptyDatasetError`` when nothing matches), so ``load_dataset("ndf_cifar10")``
-   could not work; and a folder of ``.tar`` shards is claimed by the ``webdataset`` module by
-   extension. Fragility: the wrapper relies on ``load_dataset_builder`` looking the factory
-   up as the module global ``datasets.load.dataset_module_factory`` and on the fields of
-   ``datasets.load.DatasetModule`` (checked against 5.2.0). If a release changes them,
-   by-name loading fails loudly (the names are unknown to ``datasets``: offline it raises
-   ``ConnectionError``/``FileNotFoundError``) while the feature keeps working;
-   ``tests/test_hf.py`` covers each path. ``datasets.inspect`` (config names) is wrapped too.
-
-Example::
-
-    import ndf_datasets.integrations.hf  # registers everything
-    from datasets import load_dataset
-
-    ds = load_dataset("ndf_cifar10", split="train").with_format("torch")
-    x = ds[0]["image"]                   # float32 3 x 32 x 32 in [0, 1]
+Also where records find their shared base (:func:`add_base_location`), the fsspec options of
+remote rows, and the count of rows skipped with ``on_error="skip"`` (:func:`skipped_rows`).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
-import re
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import torch
-from datasets.formatting.torch_formatter import TorchFormatter
 
-from ..codec import format as fmt
-from ..codec.bases import BASE_SUFFIX, load_base_cached, resolve_base
-from ..codec.decode import DecodedField, read_field, render_fields, resolve_size
-from ..codec.errors import NDFBaseError, NDFError
-from ..codec.io import is_url, read_url
-from ..codec.shared import SharedBase
+from ...codec import (
+    BASE_SUFFIX,
+    DecodedField,
+    NDFBaseError,
+    NDFError,
+    SharedBase,
+    is_url,
+    load_base_cached,
+    read_field,
+    read_url,
+    render_fields,
+    resolve_base,
+    resolve_size,
+)
+from ...codec import format as fmt
 
-if TYPE_CHECKING:
-    from datasets.load import DatasetModule
-
-__all__ = [
-    "DATASET_NAMES",
-    "SUPPORTED_DATASETS_VERSIONS",
-    "NDFImage",
-    "add_base_location",
-    "register",
-    "render_transform",
-    "skipped_rows",
-    "split_for_rank",
-]
-
-#: The ``datasets`` releases whose internals :func:`register` is written against.
-SUPPORTED_DATASETS_VERSIONS = ">=5.0,<6"
-
-#: Names ``load_dataset`` resolves to NDF builders, with their builder config names.
-DATASET_NAMES: dict[str, str] = {"ndf_cifar10": "cifar10", "ndf_mnist": "mnist", "ndf": "shards"}
+__all__ = ["NDFImage", "add_base_location", "skipped_rows"]
 
 _base_locations: list[str] = []
 
@@ -119,7 +61,7 @@ def _storage_options(url: str, given: dict[str, Any] | None = None) -> dict[str,
 
     protocol = url.split("://", 1)[0]
     try:
-        from .s3 import storage_options_for
+        from ..s3 import storage_options_for
 
         configured = storage_options_for(url)
     except ImportError:  # pragma: no cover - the s3 adapter is optional
@@ -137,8 +79,6 @@ def _parent(path: str) -> str:
         return path.rsplit("/", 1)[0]
     return os.path.dirname(os.path.abspath(path))
 
-
-# ----------------------------------------------------------------------------- the feature
 
 
 _skipped = {"count": 0, "last": []}
@@ -432,216 +372,3 @@ def _check_magic(blob: bytes, source: str) -> bytes:
     if blob[: len(fmt.MAGIC)] != fmt.MAGIC:
         raise ValueError(f"{source}: not an .ndf file (it starts with {blob[:8]!r}); encode it with ndf.encode first")
     return blob
-
-
-# ----------------------------------------------------------------------------- batched rendering
-
-
-def render_transform(
-    column: str = "image",
-    size: int | tuple[int, int] | None = None,
-    device: str | torch.device = "cpu",
-    base: str | None = None,
-) -> Callable[[dict], dict]:
-    """A ``set_transform`` function that renders a whole batch in one forward pass.
-
-    Use it on a column cast to ``NDFImage(decode=False)`` so ``datasets`` hands over the raw
-    rows; the column becomes one ``B x C x H x W`` tensor on ``device``.
-
-    Args:
-        column: the NDFImage column.
-        size: output size (required when the batch mixes original sizes).
-        device: where to render.
-        base: as in :class:`NDFImage`.
-
-    Example::
-
-        ds = ds.cast_column("image", NDFImage(decode=False, base=...))
-        ds.set_transform(render_transform("image", size=32, device="cuda"))
-        batch = ds[:256]["image"]            # 256 x 3 x 32 x 32 on the GPU
-    """
-    reader = NDFImage(decode=True, size=size, base=base)
-
-    def transform(batch: dict) -> dict:
-        values = batch[column]
-        if not values:
-            return batch
-        if all(isinstance(v, torch.Tensor) for v in values):  # already decoded
-            batch[column] = torch.stack(values).to(device)
-        else:
-            batch[column] = render_fields([reader.read_field(v) for v in values], size, device)
-        return batch
-
-    return transform
-
-
-# ----------------------------------------------------------------------------- distributed epochs
-
-
-def split_for_rank(
-    dataset: Any, rank: int, world_size: int, epoch: int | None = None, format: str | None = None
-) -> Any:
-    """This rank's part of a (streaming) dataset for one epoch: exactly once over all ranks.
-
-    ``datasets.distributed.split_dataset_by_node``, then ``with_format(format)``, then
-    ``set_epoch(epoch)`` *last*: in datasets 5.2 both ``split_dataset_by_node`` and
-    ``with_format`` return a dataset whose epoch is back at 0, so a ``set_epoch`` made
-    before them is lost and every epoch silently repeats the first one's shuffle (apply any
-    other transform before calling this, for the same reason). With ``n_shards`` a multiple
-    of ``world_size`` each rank gets whole shards; DataLoader workers then split the rank's
-    shards among themselves. The order is fixed by the dataset's shuffle seed and ``epoch``.
-
-    Args:
-        dataset: a ``datasets.IterableDataset`` (typically ``load_dataset(..., streaming=True)
-            .shuffle(seed=..., buffer_size=...)``) or a map-style ``Dataset``.
-        rank: this process's rank.
-        world_size: number of ranks.
-        epoch: the epoch (``None``: leave it as it is).
-        format: ``with_format`` type, e.g. ``"torch"`` (``None``: unchanged).
-
-    Example::
-
-        ds = load_dataset("s3://bucket/cifar", split="train", streaming=True).shuffle(seed=1, buffer_size=1000)
-        for epoch in range(epochs):
-            part = split_for_rank(ds, rank, world, epoch, format="torch")
-            loader = DataLoader(part, batch_size=64, num_workers=4)
-    """
-    from datasets.distributed import split_dataset_by_node
-
-    part = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
-    if format is not None:
-        part = part.with_format(format)
-    if epoch is not None and hasattr(part, "set_epoch"):
-        part.set_epoch(epoch)
-    return part
-
-
-# ----------------------------------------------------------------------------- registration
-
-
-def _register_feature() -> None:
-    from datasets.features import features as hf_features
-
-    if hf_features._FEATURE_TYPES.get("NDFImage") is NDFImage:
-        return
-    with warnings.catch_warnings():  # "register_feature is experimental": known, hence the version pin
-        warnings.simplefilter("ignore", UserWarning)
-        hf_features.register_feature(NDFImage, "NDFImage")
-
-
-class TensorPassthroughTorchFormatter(TorchFormatter):
-    """``TorchFormatter`` that returns tensors as they are instead of copy-constructing them.
-
-    Upstream ``_tensorize`` calls ``torch.tensor(value)`` on everything: for an already
-    decoded tensor that is a copy plus a ``UserWarning`` per row (huggingface/datasets#7088).
-    With ``torch_tensor_kwargs`` (``with_format("torch", dtype=...)``) upstream behaviour is kept.
-    """
-
-    def _tensorize(self, value: Any) -> Any:
-        if isinstance(value, torch.Tensor) and not self.torch_tensor_kwargs:
-            return value
-        return super()._tensorize(value)
-
-
-def _register_torch_formatter() -> None:
-    from datasets import formatting
-
-    if formatting._FORMAT_TYPES.get("torch") is TorchFormatter:  # else: already ours, or someone else's
-        formatting._FORMAT_TYPES["torch"] = TensorPassthroughTorchFormatter
-
-
-@functools.lru_cache(maxsize=1)
-def _module_hash() -> str:
-    """Hash of the builder module's source: changes invalidate ``datasets``' cache, as for packaged modules."""
-    from datasets.packaged_modules import _hash_python_lines
-
-    from . import hf_builder
-
-    return _hash_python_lines(inspect.getsource(hf_builder).splitlines())
-
-
-_SHARD_NAME = re.compile(r"[A-Za-z0-9_]+-\d+\.tar$")
-
-
-def _looks_like_ndf_shards(path: str, storage_options: dict) -> bool:
-    """True when ``path`` is a folder / URL prefix with NDF shards (tar + base or manifest)."""
-    if path.startswith("hf://") or not (is_url(path) or os.path.isdir(path)):
-        return False
-    try:
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(path, **_storage_options(path, storage_options))
-        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
-    except Exception:  # noqa: BLE001 - not listable: not ours, let datasets answer
-        return False
-    has_tar = any(_SHARD_NAME.fullmatch(n) for n in names)
-    return has_tar and any(n.endswith(BASE_SUFFIX) or n == "ndf_dataset.json" for n in names)
-
-
-def _ndf_dataset_module(path: str, kwargs: dict) -> DatasetModule | None:
-    """The ``DatasetModule`` for an NDF name or shard location, or ``None`` for other paths."""
-    from datasets.load import DatasetModule
-
-    from . import hf_builder
-
-    if path in DATASET_NAMES:
-        builder_kwargs = {"dataset_name": path, "config_name": DATASET_NAMES[path]}
-    else:
-        download_config = kwargs.get("download_config")
-        if not _looks_like_ndf_shards(path, getattr(download_config, "storage_options", None) or {}):
-            return None
-        name = re.sub(r"[^A-Za-z0-9_]+", "_", path.rstrip("/").rsplit("/", 1)[-1]) or "ndf"
-        location = path if is_url(path) else os.path.abspath(path)
-        builder_kwargs = {"dataset_name": name, "config_name": "shards", "data_dir": location}
-    return DatasetModule(hf_builder.__name__, _module_hash(), builder_kwargs)
-
-
-def _install_name_resolution() -> None:
-    """Wrap ``dataset_module_factory`` where ``datasets`` looks it up (``load``; ``inspect`` for config names)."""
-    import datasets.inspect
-    from datasets import load
-
-    original = load.dataset_module_factory
-    if getattr(original, "_ndf_wrapped", False):
-        return
-
-    @functools.wraps(original)
-    def dataset_module_factory(path: str, *args: Any, **kwargs: Any) -> DatasetModule:
-        module = _ndf_dataset_module(path, kwargs)
-        return module if module is not None else original(path, *args, **kwargs)
-
-    dataset_module_factory._ndf_wrapped = True  # type: ignore[attr-defined]
-    dataset_module_factory._ndf_original = original  # type: ignore[attr-defined]
-    for module in (load, datasets.inspect):
-        if getattr(module, "dataset_module_factory", None) is original:
-            module.dataset_module_factory = dataset_module_factory
-
-
-def _check_version() -> None:
-    import datasets
-
-    major = int(datasets.__version__.split(".")[0])
-    if major != 5:
-        warnings.warn(
-            f"ndf_datasets.integrations.hf is written for datasets{SUPPORTED_DATASETS_VERSIONS}, found "
-            f"{datasets.__version__}; by-name loading relies on datasets internals and may not work",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-
-def register() -> None:
-    """Register NDF with ``datasets`` (idempotent; run on import of this module).
-
-    Registers the :class:`NDFImage` feature type, makes ``with_format("torch")`` pass decoded
-    tensors through without copies, and makes ``load_dataset`` resolve ``"ndf_cifar10"``,
-    ``"ndf_mnist"``, ``"ndf"`` and folders/URLs of NDF shards offline. See the module
-    docstring for the internals this relies on.
-    """
-    _check_version()
-    _register_feature()
-    _register_torch_formatter()
-    _install_name_resolution()
-
-
-register()

@@ -17,8 +17,8 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
-from . import register_arch
 from .base import FieldArch, TensorSpec
+from .registry import register_arch
 
 __all__ = ["GridMLP"]
 

@@ -38,7 +38,7 @@ from .codec import (
     render_fields,
     resolve_base,
 )
-from .codec.encode import WEIGHT_STEPS, default_conv_config  # noqa: F401 (ndf_datasets.api names before the split)
+from .codec.encoding import WEIGHT_STEPS, default_conv_config  # noqa: F401 (ndf_datasets.api names before the split)
 from .data import convert
 
 __all__ = [

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from . import api
 from ._output import save_png
-from .codec.decode import decode
+from .codec import decode
 from .codec.fitting import psnr as psnr_of
 from .codec.images import to_tensor
 

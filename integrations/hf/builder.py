@@ -50,8 +50,7 @@ from datasets.builder import Key
 
 from ...codec import BASE_SUFFIX, NDFError, NDFFormatError, is_url, load_base_cached, read_url
 from ...codec import format as fmt
-from ...data import shards, sources
-from ...data.convert import MANIFEST, convert
+from ...data import MANIFEST, convert, shards, sources
 from .feature import NDFImage, _storage_options
 from .raw import RAW_SOURCES, RawSource, read_cifar10, read_mnist, read_raw  # noqa: F401 (names of hf_builder.py)
 

@@ -14,9 +14,9 @@ Its rooms, bottom up:
 * :mod:`~ndf_datasets.codec.shared`: :class:`SharedBase`, one network per dataset.
 * :mod:`~ndf_datasets.codec.io` and :mod:`~ndf_datasets.codec.bases`: bytes from paths and
   URLs; bases cached and found by hash.
-* :mod:`~ndf_datasets.codec.decode`: the one decode path, bytes -> :class:`DecodedField` -> pixels.
+* :mod:`~ndf_datasets.codec.decoding`: the one decode path, bytes -> :class:`DecodedField` -> pixels.
 * :mod:`~ndf_datasets.codec.fitting`, :mod:`~ndf_datasets.codec.amortised`: fitting fields
-  and bases; :mod:`~ndf_datasets.codec.encode`: ``encode``, ``fit_base``, ``inspect``;
+  and bases; :mod:`~ndf_datasets.codec.encoding`: ``encode``, ``fit_base``, ``inspect``;
   :mod:`~ndf_datasets.codec.images`: accepted image types.
 """
 
@@ -29,8 +29,8 @@ from .bases import (
     register_base,
     resolve_base,
 )
-from .decode import DecodedField, Size, decode, decode_batch, read_bytes, read_field, render_fields, resolve_size
-from .encode import default_base_config, default_config, encode, encode_batch, fit_base, inspect
+from .decoding import DecodedField, Size, decode, decode_batch, read_bytes, read_field, render_fields, resolve_size
+from .encoding import default_base_config, default_config, encode, encode_batch, fit_base, inspect
 from .errors import (
     NDFBaseError,
     NDFChecksumError,

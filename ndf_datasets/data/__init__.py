@@ -8,11 +8,12 @@ loader adapters (:mod:`ndf_datasets.integrations`) use it for shards.
   python versions, ImageFolder trees, file lists); add a new dataset source here.
 * :mod:`~ndf_datasets.data.shards`: byte-reproducible tar shards of ``.ndf`` samples, and
   :mod:`~ndf_datasets.data.tarcheck`, the stream that makes shard damage loud.
-* :mod:`~ndf_datasets.data.convert`: ``convert(SRC, OUT)``, resumable and torchrun-aware,
+* :mod:`~ndf_datasets.data.conversion`: ``convert(SRC, OUT)``, resumable and torchrun-aware,
   writing through an output store (``_store``) with distributed ranks (``_dist``).
 """
 
-from .convert import ConvertResult, ConvertSettings, convert
+from .conversion import ConvertResult, ConvertSettings, convert
+from .job import JOB_FILE, MANIFEST
 from .shards import Sample, iter_shard, parse_shard, shard_bytes, write_shard
 from .sources import Source, SourceError, Split, open_source
 from .tarcheck import VerifiedTarStream
@@ -21,6 +22,8 @@ __all__ = [
     "convert",
     "ConvertResult",
     "ConvertSettings",
+    "MANIFEST",
+    "JOB_FILE",
     "open_source",
     "Source",
     "Split",

@@ -2,7 +2,7 @@
 
 :class:`ConvertSettings` holds everything that changes the output bytes; it is written to
 ``OUT/ndf_convert.json`` first and compared on resume, so a different command on the same
-``OUT`` is refused. See :mod:`ndf_datasets.data.convert` for the whole conversion.
+``OUT`` is refused. See :mod:`ndf_datasets.data.conversion` for the whole conversion.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Encoding: ``encode`` / ``encode_batch`` (images -> ``.ndf`` bytes), ``fit_base``, ``inspect``.
 
-``decode``/``decode_batch`` live in :mod:`ndf_datasets.codec.decode` (the one decode path) and
+``decode``/``decode_batch`` live in :mod:`ndf_datasets.codec.decoding` (the one decode path) and
 ``load_base`` in :mod:`ndf_datasets.codec.shared`; all are re-exported by the package.
 """
 
@@ -14,7 +14,7 @@ import torch
 
 from . import format as fmt
 from .coding import encode_symbols, fit_code, pack_codes, unpack_codes
-from .decode import read_field, render_fields
+from .decoding import read_field, render_fields
 from .fields import get_arch
 from .fields.conv import ConvField
 from .fields.grid import GridMLP

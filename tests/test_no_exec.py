@@ -42,8 +42,9 @@ ALLOWED: dict[tuple[str, str], str] = {
         "conversion input, never a .ndf read path (tests/test_sources.py covers hostile pickles)"
     ),
     ("ndf_datasets/_hooks.py", "importlib.import_module(<dynamic>)"): (
-        "imports the adapter named by the package's own constant when_imported(...) calls "
-        "(ndf_datasets/__init__.py), never a name taken from data"
+        "imports the adapter named by the package's own constant when_imported(...) calls, and the new "
+        "module path of an old one from the package's own constant _MOVED table (both in "
+        "ndf_datasets/__init__.py); never a name taken from data"
     ),
 }
 

@@ -32,8 +32,8 @@ from PIL import Image
 
 import ndf_datasets as ndf
 from ndf_datasets.api import default_config
-from ndf_datasets.fitting import psnr
-from ndf_datasets.images import to_tensor
+from ndf_datasets.codec.fitting import psnr
+from ndf_datasets.codec.images import to_tensor
 
 
 def _area(x: torch.Tensor, factor: int) -> torch.Tensor:

@@ -16,7 +16,7 @@
 3. All the while a concurrent reader polls OUT every few milliseconds: a file under a final
    name (``<split>-NNNNNN.tar``, ``*.ndfbase``, ``ndf_convert.json``, ``ndf_dataset.json``,
    ``stats/*.json``) must always be complete: shards parse as canonical tars
-   (:func:`ndf_datasets.shards.parse_shard`) whose ``.ndf`` members all decode, the base
+   (:func:`ndf_datasets.data.shards.parse_shard`) whose ``.ndf`` members all decode, the base
    loads, JSON parses. Temporary files are not looked at: they are not final names.
 
 Each kill is recorded with where it landed (job file written? base? how many shards?).
@@ -95,7 +95,7 @@ class Reader(threading.Thread):
 
     def _check(self, path: Path) -> None:
         import ndf_datasets as ndf
-        from ndf_datasets.shards import parse_shard
+        from ndf_datasets.data.shards import parse_shard
 
         data = path.read_bytes()
         self.reads += 1

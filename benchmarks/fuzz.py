@@ -129,14 +129,14 @@ def atheris_child(argv: list[str]) -> None:
 
     with atheris.instrument_imports(include=["ndf_datasets"]):
         import ndf_datasets  # noqa: F401
-        import ndf_datasets.coding  # noqa: F401
-        import ndf_datasets.decode  # noqa: F401
-        import ndf_datasets.fields.conv  # noqa: F401
-        import ndf_datasets.fields.grid  # noqa: F401
-        import ndf_datasets.format  # noqa: F401
-        import ndf_datasets.shared  # noqa: F401
+        import ndf_datasets.codec.coding  # noqa: F401
+        import ndf_datasets.codec.decoding  # noqa: F401
+        import ndf_datasets.codec.fields.conv  # noqa: F401
+        import ndf_datasets.codec.fields.grid  # noqa: F401
+        import ndf_datasets.codec.format  # noqa: F401
+        import ndf_datasets.codec.shared  # noqa: F401
     from benchmarks.fuzzlib import FUZZ_LIMITS, Mutator, load_corpus, reseal, target
-    from ndf_datasets import format as fmt
+    from ndf_datasets.codec import format as fmt
 
     seeds = load_corpus()
     resolve = seeds.resolver()

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 import ndf_datasets as ndf
-from ndf_datasets import format as fmt
-from ndf_datasets.coding import _CODE_STRUCT
-from ndf_datasets.decode import read_field, render_fields
-from ndf_datasets.errors import NDFBaseError, NDFError
-from ndf_datasets.shared import SharedBase, load_base
+from ndf_datasets.codec import format as fmt
+from ndf_datasets.codec.coding import _CODE_STRUCT
+from ndf_datasets.codec.decoding import read_field, render_fields
+from ndf_datasets.codec.errors import NDFBaseError, NDFError
+from ndf_datasets.codec.shared import SharedBase, load_base
 
 __all__ = [
     "CORPUS",
@@ -150,7 +150,7 @@ def load_corpus(directory: Path = CORPUS / "seeds") -> Seeds:
 
 @contextlib.contextmanager
 def fuzz_limits(overrides: dict[str, int] | None = None) -> Iterator[dict[str, int]]:
-    """Temporarily apply :data:`FUZZ_LIMITS` (or ``overrides``) to ``ndf_datasets.format.LIMITS``."""
+    """Temporarily apply :data:`FUZZ_LIMITS` (or ``overrides``) to ``ndf_datasets.codec.format.LIMITS``."""
     saved = dict(fmt.LIMITS)
     fmt.LIMITS.update(FUZZ_LIMITS if overrides is None else overrides)
     try:

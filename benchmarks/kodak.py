@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 import ndf_datasets as ndf
-from ndf_datasets.fitting import psnr
-from ndf_datasets.images import to_tensor
+from ndf_datasets.codec.fitting import psnr
+from ndf_datasets.codec.images import to_tensor
 
 
 def run(data: Path, targets: list[float], steps: int, out: Path, limit: int | None, early_stop: bool = True) -> None:

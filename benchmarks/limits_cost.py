@@ -36,12 +36,12 @@ _CHILD = r"""
 import json, resource, sys, time
 import torch
 torch.set_num_threads(1)
-from ndf_datasets import format as fmt
-from ndf_datasets.coding import TensorCode, pack_codes
-from ndf_datasets.decode import read_field, render_fields
-from ndf_datasets.fields import get_arch
+from ndf_datasets.codec import format as fmt
+from ndf_datasets.codec.coding import TensorCode, pack_codes
+from ndf_datasets.codec.decoding import read_field, render_fields
+from ndf_datasets.codec.fields import get_arch
 
-from ndf_datasets.errors import NDFError
+from ndf_datasets.codec.errors import NDFError
 
 name, size, profile = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 import ndf_datasets as ndf
-from ndf_datasets.fitting import psnr
+from ndf_datasets.codec.fitting import psnr
 
 #: codec -> (Pillow format, qualities, extra save options); Pillow's defaults otherwise
 CLASSIC = {

@@ -16,7 +16,7 @@ through a reader, in ``raise`` mode and in skip-and-count mode, and classified:
 
 Readers: ``ndf-wds`` (``NDFWebDataset(...).map(ndf_samples(ndf_decoder(size=None)))``),
 ``wds`` (plain ``wds.WebDataset``, same map: the reference that shows what tarfile drops)
-and ``hf`` (the HF shard reader ``ndf_datasets.shards.iter_shard`` + ``NDFImage`` decode,
+and ``hf`` (the HF shard reader ``ndf_datasets.data.shards.iter_shard`` + ``NDFImage`` decode,
 i.e. what ``load_dataset(<shards>)`` runs). Writes ``benchmarks/out/shard_corruption.json``.
 """
 
@@ -90,7 +90,7 @@ def read_hf(path: Path, strict: bool, skip: bool) -> Result:
     """What ``load_dataset(<shard folder>)`` runs per shard: the builder's ``iter_shard`` and
     ``_example`` (rows), then ``NDFImage`` decoding."""
     from ndf_datasets.integrations.hf import NDFImage, skipped_rows
-    from ndf_datasets.integrations.hf_builder import _example, iter_shard
+    from ndf_datasets.integrations.hf.builder import _example, iter_shard
 
     feature = NDFImage(size=None, on_error="skip" if skip else "raise")
     before = skipped_rows()[0]

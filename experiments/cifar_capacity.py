@@ -17,7 +17,7 @@ import numpy as np
 
 import ndf_datasets as ndf
 from benchmarks.data import cifar10
-from ndf_datasets.fitting import psnr
+from ndf_datasets.codec.fitting import psnr
 
 
 def main() -> None:

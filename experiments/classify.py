@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from benchmarks.data import cifar10, mnist
-from ndf_datasets.fitting import psnr as psnr_of
+from ndf_datasets.codec.fitting import psnr as psnr_of
 
 
 class LeNet5(nn.Module):

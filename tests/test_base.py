@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import ndf_datasets as ndf
-from ndf_datasets.fitting import psnr
-from ndf_datasets.images import to_tensor
+from ndf_datasets.codec.fitting import psnr
+from ndf_datasets.codec.images import to_tensor
 
 from .conftest import make_image
 

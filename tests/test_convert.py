@@ -26,10 +26,10 @@ import pytest
 import torch
 
 import ndf_datasets as ndf
-from ndf_datasets import shards
 from ndf_datasets.cli import main as cli_main
-from ndf_datasets.convert import JOB_FILE, MANIFEST
-from ndf_datasets.io import write_atomic
+from ndf_datasets.codec.io import write_atomic
+from ndf_datasets.data import shards
+from ndf_datasets.data.conversion import JOB_FILE, MANIFEST
 
 from .test_sources import write_cifar_bin, write_cifar_py, write_image_folder, write_mnist
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ndf_datasets.format import LIMITS, header_table_markdown
+from ndf_datasets.codec.format import LIMITS, header_table_markdown
 
 DOC = Path(__file__).parents[1] / "docs" / "FORMAT.md"
 BEGIN = "<!-- header-table:begin -->"

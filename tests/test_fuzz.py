@@ -20,10 +20,10 @@ import torch
 import ndf_datasets as ndf
 from benchmarks.fuzz import run_random
 from benchmarks.fuzzlib import CORPUS, fuzz_limits, load_corpus, target
-from ndf_datasets import format as fmt
-from ndf_datasets.coding import TensorCode, pack_codes
-from ndf_datasets.decode import MAX_SUPERSAMPLE, read_field, render_fields
-from ndf_datasets.fields import get_arch
+from ndf_datasets.codec import format as fmt
+from ndf_datasets.codec.coding import TensorCode, pack_codes
+from ndf_datasets.codec.decoding import MAX_SUPERSAMPLE, read_field, render_fields
+from ndf_datasets.codec.fields import get_arch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,7 @@ def test_standalone_conv_field_is_refused_before_decoding():
 
 
 def test_big_runs_are_not_cached():
-    from ndf_datasets import coding
+    from ndf_datasets.codec import coding
 
     coding._cached_run_params.cache_clear()
     code = TensorCode(1.0, 0.0, 1.0, -3, 3)

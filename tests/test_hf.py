@@ -18,8 +18,8 @@ import torch
 
 datasets = pytest.importorskip("datasets")
 
-from ndf_datasets.integrations import hf_builder
 from ndf_datasets.integrations.hf import NDFImage, render_transform
+from ndf_datasets.integrations.hf import builder as hf_builder
 
 import ndf_datasets as ndf
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ndf_datasets as ndf
-from ndf_datasets import format as fmt
-from ndf_datasets.errors import NDFChecksumError, NDFError, NDFFormatError, NDFLimitError, NDFVersionError
+from ndf_datasets.codec import format as fmt
+from ndf_datasets.codec.errors import NDFChecksumError, NDFError, NDFFormatError, NDFLimitError, NDFVersionError
 
 
 def _reseal(body: bytes) -> bytes:

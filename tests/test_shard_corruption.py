@@ -21,8 +21,8 @@ from ndf_datasets.integrations.webdataset import (
 
 import ndf_datasets as ndf
 from benchmarks.shard_corruption import READERS, Tally, classify, make_shard
-from ndf_datasets.errors import NDFShardError
-from ndf_datasets.tarcheck import VerifiedTarStream
+from ndf_datasets.codec.errors import NDFShardError
+from ndf_datasets.data.tarcheck import VerifiedTarStream
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +141,9 @@ def test_verified_stream_passes_a_clean_shard_through_unchanged(shard):
 
 def test_hf_rows_refuse_a_cls_that_contradicts_the_ndf_label():
     """The HF shard reader checks .cls (no checksum) against the CRC-protected label in the .ndf."""
-    from ndf_datasets.integrations.hf_builder import _example
+    from ndf_datasets.integrations.hf.builder import _example
 
-    from ndf_datasets.errors import NDFFormatError
+    from ndf_datasets.codec.errors import NDFFormatError
 
     blob = ndf.encode(np.full((8, 8, 3), 128, np.uint8), psnr=None, steps=5, label=3)
     assert _example("s/train-000000.tar", "000000", {"ndf": blob, "cls": b"3"})["label"] == 3

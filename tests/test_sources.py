@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ndf_datasets import shards
-from ndf_datasets.errors import NDFFormatError
-from ndf_datasets.sources import (
+from ndf_datasets.codec.errors import NDFFormatError
+from ndf_datasets.data import shards
+from ndf_datasets.data.sources import (
     CIFAR10_CLASSES,
     SourceError,
     detect_kind,

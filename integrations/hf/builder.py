@@ -154,7 +154,7 @@ def list_shards(location: str, storage_options: dict | None = None) -> dict[str,
 def iter_shard(url: str, storage_options: dict | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Yield ``(key, {extension: bytes})`` for each sample of a WebDataset tar shard, streaming.
 
-    See :func:`ndf_datasets.shards.iter_shard`.
+    See :func:`ndf_datasets.data.shards.iter_shard`.
 
     Raises:
         NDFFormatError: the shard is not a readable tar file (named by its URL).

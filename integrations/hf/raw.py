@@ -24,7 +24,7 @@ class RawSource:
         splits: split names.
         reader: ``reader(raw_dir, split) -> (N x H x W x C uint8 images, N labels)``.
         layout: the expected raw layout, for error messages.
-        kinds: the :mod:`ndf_datasets.sources` kinds a raw copy may be (the first is assumed
+        kinds: the :mod:`ndf_datasets.data.sources` kinds a raw copy may be (the first is assumed
             when none is recognised, so its reader names the missing files).
     """
 
@@ -43,7 +43,7 @@ _MNIST_LAYOUT = "<data_dir>/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (a
 
 
 def read_cifar10(raw_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split of the official CIFAR-10 binary version (:func:`ndf_datasets.sources.read_cifar10_bin`).
+    """Read a split of the official CIFAR-10 binary version (:func:`ndf_datasets.data.sources.read_cifar10_bin`).
 
     Args:
         raw_dir: the folder holding ``cifar-10-batches-bin/`` (or that folder itself), or a URL.
@@ -60,7 +60,7 @@ def read_cifar10(raw_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_mnist(raw_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split of MNIST from its IDX files (:func:`ndf_datasets.sources.read_mnist`).
+    """Read a split of MNIST from its IDX files (:func:`ndf_datasets.data.sources.read_mnist`).
 
     Args:
         raw_dir: the folder holding ``train-images-idx3-ubyte.gz`` etc. (or ``MNIST/raw/``), or a URL.

@@ -37,7 +37,7 @@ class NDFWebDataset(wds.WebDataset):
     :mod:`tarfile`, which ends a shard quietly at a tar header whose checksum is wrong (after
     the first member) or at an end of file before the end-of-archive marker: every later
     sample is lost without an error. Here each shard stream goes through
-    :class:`~ndf_datasets.tarcheck.VerifiedTarStream`, so both raise
+    :class:`~ndf_datasets.data.tarcheck.VerifiedTarStream`, so both raise
     :class:`~ndf_datasets.NDFShardError` (shard URL, member, byte offset), handled by
     ``handler=`` like any other error: :class:`SkipCounter` skips the rest of the shard and
     counts it.

@@ -117,8 +117,8 @@ class Container:
     """The parsed (or to-be-written) content of one ``.ndf`` file.
 
     ``config`` is the architecture's parameter list, ``payload`` the entropy-coded tensor
-    bytes; interpreting both is the job of :mod:`ndf_datasets.fields` and
-    :mod:`ndf_datasets.coding`.
+    bytes; interpreting both is the job of :mod:`ndf_datasets.codec.fields` and
+    :mod:`ndf_datasets.codec.coding`.
     """
 
     kind: int

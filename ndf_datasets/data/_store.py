@@ -1,6 +1,6 @@
 """An output folder, local or at an fsspec URL: list, read, write atomically, remove.
 
-Used by :mod:`ndf_datasets.convert`; every write goes through :func:`ndf_datasets.io.write_atomic`,
+Used by :mod:`ndf_datasets.data.conversion`; every write goes through :func:`ndf_datasets.codec.io.write_atomic`,
 so a file under its final name is always complete.
 """
 
@@ -49,7 +49,7 @@ class Store:
             return None
 
     def write(self, name: str, data: bytes) -> None:
-        """Write ``name`` atomically (see :func:`~ndf_datasets.io.write_atomic`)."""
+        """Write ``name`` atomically (see :func:`~ndf_datasets.codec.io.write_atomic`)."""
         write_atomic(self.path(name), data, **self.options)
 
     def names(self) -> list[str]:
@@ -82,7 +82,7 @@ class Store:
             pass
 
     def remove_temps(self) -> list[str]:
-        """Delete temporary files a killed :func:`~ndf_datasets.io.write_atomic` left behind."""
+        """Delete temporary files a killed :func:`~ndf_datasets.codec.io.write_atomic` left behind."""
         stale = [n for n in self.names() if n.rsplit("/", 1)[-1].startswith(".") and n.endswith(TMP_SUFFIX)]
         for n in stale:
             self.remove(n)

@@ -172,7 +172,7 @@ def convert(
 
     Args:
         src: a raw MNIST / CIFAR-10 copy, an ImageFolder root (local or fsspec URL), a list
-            of image files, or an opened :class:`~ndf_datasets.sources.Source`.
+            of image files, or an opened :class:`~ndf_datasets.data.sources.Source`.
         out: output folder or URL (``s3://bucket/prefix``).
         layout: ``"webdataset"`` (tar shards) or ``"files"`` (``OUT/<split>/<class>/<key>.ndf``).
         psnr, steps, seed, device, early_stop: record fitting (see :func:`~ndf_datasets.encode_batch`).
@@ -185,7 +185,7 @@ def convert(
         base_arch, base_epochs, base_batch_size, base_max_images, base_lmbda: shared-base
             fitting on the training split (its first ``base_max_images`` images); ``base_lmbda``
             is the rate weight (larger: smaller records, lower PSNR).
-        kind: force the source kind (see :func:`~ndf_datasets.sources.open_source`).
+        kind: force the source kind (see :func:`~ndf_datasets.data.sources.open_source`).
         name: dataset name in the manifest (default: from the source).
         storage_options: fsspec options for URLs (source and output); never recorded.
         force: write into an ``OUT`` that holds something else, deleting a previous
@@ -198,7 +198,7 @@ def convert(
     Raises:
         FileExistsError: ``OUT`` holds files that are not a conversion (without ``force``).
         ValueError: ``OUT`` holds a conversion made with other settings, or bad settings.
-        FileNotFoundError, ~ndf_datasets.sources.SourceError: a missing or malformed source.
+        FileNotFoundError, ~ndf_datasets.data.sources.SourceError: a missing or malformed source.
         RuntimeError: another rank failed.
 
     Returns:

@@ -26,7 +26,7 @@ __all__ = ["ConvertResult", "ConvertSettings", "JOB_FILE", "MANIFEST", "STATS_DI
 
 #: the job file: written first, compared on resume
 JOB_FILE = "ndf_convert.json"
-#: the manifest (the name ``integrations/hf_builder.py`` reads); written last
+#: the manifest (the name ``integrations/hf/builder.py`` reads); written last
 MANIFEST = "ndf_dataset.json"
 #: folder of the per-shard statistics files
 STATS_DIR = "stats"
@@ -54,7 +54,7 @@ class ConvertSettings:
         max_images: convert only the first ``max_images`` images of each split.
         splits: the splits to convert (``None``: all).
         mode: Pillow mode image files are converted to (``None``: the first image's).
-        early_stop: see :class:`~ndf_datasets.fitting.FitSettings`.
+        early_stop: see :class:`~ndf_datasets.codec.fitting.FitSettings`.
         base: the given base's hash, or ``None`` to fit one with the ``base_*`` settings.
         base_arch, base_epochs, base_batch_size, base_max_images, base_lmbda: shared-base
             fitting (``base_lmbda`` is the rate weight: larger, smaller records).

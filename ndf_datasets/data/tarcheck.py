@@ -12,7 +12,7 @@ damage as a normal end of the archive, silently dropping every later sample:
 :class:`VerifiedTarStream` wraps the shard's byte stream and follows the tar block structure
 as the bytes go by (it never buffers more than one 512-byte header): every header's checksum
 is verified, and end of file before the end-of-archive marker (a zero block) is an error.
-Both raise :class:`~ndf_datasets.errors.NDFShardError`, which names the shard, the member and
+Both raise :class:`~ndf_datasets.codec.errors.NDFShardError`, which names the shard, the member and
 the byte offset in the shard. Member *contents* are not checked here: ``.ndf`` members carry
 their own CRC-32.
 """

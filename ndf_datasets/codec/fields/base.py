@@ -37,7 +37,7 @@ class TensorSpec:
 class FieldArch:
     """A neural-field architecture: geometry + config in, tensors listed, batches rendered.
 
-    Subclasses set ``arch_id``/``name`` through :func:`ndf_datasets.fields.register_arch` and
+    Subclasses set ``arch_id``/``name`` through :func:`ndf_datasets.codec.fields.register_arch` and
     implement :meth:`parse_config`, :meth:`tensor_specs`, :meth:`render` and
     :meth:`macs_per_pixel`.
 

@@ -14,73 +14,11 @@ Quick start::
     ndf.convert("raw/cifar-10-batches-py", "out/cifar10")   # a dataset -> base + WebDataset shards
 """
 
+from . import api
 from ._version import __version__
-from .api import (
-    LIMITS,
-    DecodedField,
-    NDFBaseError,
-    NDFChecksumError,
-    NDFError,
-    NDFFormatError,
-    NDFLimitError,
-    NDFShardError,
-    NDFVersionError,
-    SharedBase,
-    base_filename,
-    cached_base,
-    clear_base_cache,
-    convert,
-    decode,
-    decode_batch,
-    default_base_config,
-    default_config,
-    encode,
-    encode_batch,
-    fit_base,
-    inspect,
-    load_base,
-    load_base_cached,
-    open_url,
-    read_field,
-    read_url,
-    register_base,
-    render_fields,
-    resolve_base,
-)
+from .api import *  # noqa: F403 (the front door's names, listed once in api.__all__)
 
-__all__ = [
-    "encode",
-    "encode_batch",
-    "decode",
-    "decode_batch",
-    "inspect",
-    "fit_base",
-    "convert",
-    "load_base",
-    "load_base_cached",
-    "clear_base_cache",
-    "open_url",
-    "read_url",
-    "resolve_base",
-    "cached_base",
-    "register_base",
-    "base_filename",
-    "read_field",
-    "render_fields",
-    "DecodedField",
-    "SharedBase",
-    "default_config",
-    "default_base_config",
-    "LIMITS",
-    "NDFError",
-    "NDFFormatError",
-    "NDFChecksumError",
-    "NDFVersionError",
-    "NDFLimitError",
-    "NDFBaseError",
-    "NDFShardError",
-    "__version__",
-]
+__all__ = [*api.__all__, "__version__"]
 
 from ._hooks import alias_modules as _alias_modules  # noqa: E402
 from ._hooks import when_imported as _when_imported  # noqa: E402

@@ -10,13 +10,6 @@ from __future__ import annotations
 from .codec import (
     LIMITS,
     DecodedField,
-    NDFBaseError,
-    NDFChecksumError,
-    NDFError,
-    NDFFormatError,
-    NDFLimitError,
-    NDFShardError,
-    NDFVersionError,
     SharedBase,
     base_filename,
     cached_base,
@@ -27,6 +20,7 @@ from .codec import (
     default_config,
     encode,
     encode_batch,
+    errors,
     fit_base,
     inspect,
     load_base,
@@ -39,6 +33,7 @@ from .codec import (
     resolve_base,
 )
 from .codec.encoding import WEIGHT_STEPS, default_conv_config  # noqa: F401 (ndf_datasets.api names before the split)
+from .codec.errors import *  # noqa: F403 (the NDFError family, listed once in codec/errors.py)
 from .data import convert
 
 __all__ = [
@@ -65,11 +60,5 @@ __all__ = [
     "default_config",
     "default_base_config",
     "LIMITS",
-    "NDFError",
-    "NDFFormatError",
-    "NDFChecksumError",
-    "NDFVersionError",
-    "NDFLimitError",
-    "NDFBaseError",
-    "NDFShardError",
+    *errors.__all__,
 ]

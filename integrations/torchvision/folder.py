@@ -18,18 +18,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "ndf_datasets.integrations.torchvision needs torchvision; install 'ndf-datasets[torchvision]'"
     ) from exc
 
-from ...codec import (
-    DecodedField,
-    NDFBaseError,
-    NDFError,
-    SharedBase,
-    Size,
-    load_base_cached,
-    read_field,
-    read_url,
-    render_fields,
-    resolve_size,
-)
+from ...codec import DecodedField, SharedBase, Size, load_base_cached, read_field, read_url, render_fields, resolve_size
+from ...codec.errors import NDFBaseError, NDFError
 from .batch import DATASET_SIZE, ArchSpec, BaseArg, BaseRef, NDFDecoder, NDFItem, _load_file, _resolve
 
 __all__ = ["MAX_ERRORS_KEPT", "NDF_EXTENSIONS", "ON_ERROR", "NDFImageFolder", "logger", "ndf_loader"]

@@ -12,17 +12,8 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...codec import (
-    DecodedField,
-    NDFBaseError,
-    NDFError,
-    SharedBase,
-    Size,
-    load_base_cached,
-    read_field,
-    render_fields,
-    resolve_size,
-)
+from ...codec import DecodedField, SharedBase, Size, load_base_cached, read_field, render_fields, resolve_size
+from ...codec.errors import NDFBaseError, NDFError
 from ..s3 import storage_options_for
 from .bases import _as_locations, _find_base, shard_dir
 from .errors import NDFDecodeError

@@ -20,66 +20,16 @@ Its rooms, bottom up:
   :mod:`~ndf_datasets.codec.images`: accepted image types.
 """
 
-from .bases import (
-    BASE_SUFFIX,
-    base_filename,
-    cached_base,
-    clear_base_cache,
-    load_base_cached,
-    register_base,
-    resolve_base,
-)
-from .decoding import DecodedField, Size, decode, decode_batch, read_bytes, read_field, render_fields, resolve_size
-from .encoding import default_base_config, default_config, encode, encode_batch, fit_base, inspect
-from .errors import (
-    NDFBaseError,
-    NDFChecksumError,
-    NDFError,
-    NDFFormatError,
-    NDFLimitError,
-    NDFShardError,
-    NDFVersionError,
-)
-from .format import LIMITS
-from .io import TMP_SUFFIX, is_url, open_url, read_url, write_atomic
-from .shared import SharedBase, build_arch, load_base
+from . import bases, decoding, encoding, errors, io, shared
+from .bases import *  # noqa: F403
+from .decoding import *  # noqa: F403
+from .encoding import *  # noqa: F403
+from .errors import *  # noqa: F403
+from .format import LIMITS  # noqa: F401 (in __all__)
+from .io import *  # noqa: F403
+from .shared import *  # noqa: F403
 
-__all__ = [
-    "encode",
-    "encode_batch",
-    "decode",
-    "decode_batch",
-    "inspect",
-    "fit_base",
-    "default_config",
-    "default_base_config",
-    "read_field",
-    "render_fields",
-    "resolve_size",
-    "read_bytes",
-    "Size",
-    "DecodedField",
-    "SharedBase",
-    "build_arch",
-    "load_base",
-    "load_base_cached",
-    "clear_base_cache",
-    "cached_base",
-    "register_base",
-    "resolve_base",
-    "base_filename",
-    "BASE_SUFFIX",
-    "open_url",
-    "read_url",
-    "write_atomic",
-    "is_url",
-    "TMP_SUFFIX",
-    "LIMITS",
-    "NDFError",
-    "NDFFormatError",
-    "NDFChecksumError",
-    "NDFVersionError",
-    "NDFLimitError",
-    "NDFBaseError",
-    "NDFShardError",
-]
+#: The codec's public names: each module's ``__all__`` (listed there, once), and :data:`LIMITS`.
+__all__ = list(
+    dict.fromkeys([*encoding.__all__, *decoding.__all__, *shared.__all__, *bases.__all__, *io.__all__, "LIMITS", *errors.__all__])
+)

@@ -205,6 +205,15 @@ def test_no_module_is_over_450_lines():
     assert not long, f"modules longer than {MAX_LINES} lines: {long}"
 
 
+def test_pyproject_lists_every_package():
+    """The packages are listed explicitly (integrations/ is mapped to ndf_datasets.integrations): a wheel
+    built from a list that misses a new subpackage would install without it."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {m for m, p in MODULES.items() if p.name == "__init__.py"}
+    assert listed == packages, f"missing from pyproject.toml: {sorted(packages - listed)}; stale: {sorted(listed - packages)}"
+
+
 def test_every_module_says_what_it_is_for():
     missing = [m for m, p in MODULES.items() if not (ast.get_docstring(ast.parse(p.read_text(encoding="utf-8"))) or "").strip()]
     assert not missing, f"modules without a docstring: {missing}"

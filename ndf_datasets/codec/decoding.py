@@ -31,6 +31,7 @@ from . import format as fmt
 from .coding import decode_symbols, unpack_codes
 from .errors import NDFBaseError, NDFFormatError
 from .fields import FieldArch
+from .record import is_compact, parse_record, verify_record
 from .shared import SharedBase, build_arch
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Size",
     "MAX_SUPERSAMPLE",
     "read_field",
+    "read_fields",
     "render_fields",
     "decode",
     "decode_batch",
@@ -114,6 +116,8 @@ def read_field(blob: bytes, base: SharedBase | Callable[[bytes], SharedBase] | N
         NDFError: malformed input (a subclass says what), or :class:`NDFBaseError` for a
             record given no base or the wrong one.
     """
+    if is_compact(blob):
+        return read_fields([blob], base, [source])[0]
     c = fmt.parse(blob, source)
     if c.kind == fmt.KIND_BASE:
         raise NDFFormatError("this is a shared base, not an image; load it with ndf.load_base()", source=source)
@@ -151,6 +155,60 @@ def read_field(blob: bytes, base: SharedBase | Callable[[bytes], SharedBase] | N
     return DecodedField(arch, latents, weights, None, c.label, source)
 
 
+BaseArg = SharedBase | Callable[[bytes], SharedBase] | None
+
+
+def _compact_base(rec, base: BaseArg, source: str) -> SharedBase:
+    if base is None:
+        raise NDFBaseError(
+            f"this record needs the shared base whose hash starts with {rec.base_tag:02x}; pass base=ndf.load_base(...)",
+            source=source,
+        )
+    if not isinstance(base, SharedBase):
+        base = base(bytes([rec.base_tag]))  # a base lookup given the record's 1-byte base tag
+    verify_record(rec, base.hash)
+    if not getattr(base.arch, "learned", False):
+        raise NDFFormatError(f"a compact record needs a learned base; {base.arch.name} bases take full records", source=source)
+    return base
+
+
+def read_fields(blobs: Sequence[bytes], base: BaseArg = None, sources: Sequence[str] | None = None) -> list[DecodedField]:
+    """:func:`read_field` for many files; compact records of one base and size are decoded together.
+
+    A learned base's entropy model runs once per group of records (batched networks, one
+    stream per record), which is much faster than one call per record.
+    """
+    sources = list(sources) if sources is not None else [f"<item {i}>" for i in range(len(blobs))]
+    if len(sources) != len(blobs):
+        raise ValueError("sources must have one entry per blob")
+    out: list[DecodedField | None] = [None] * len(blobs)
+    groups: dict[tuple, list[tuple[int, object, SharedBase]]] = {}
+    for i, (blob, source) in enumerate(zip(blobs, sources)):
+        if not is_compact(blob):
+            out[i] = read_field(blob, base, source)
+            continue
+        rec = parse_record(blob, source)
+        b = _compact_base(rec, base, source)
+        size = rec.size or (b.arch.height, b.arch.width)
+        groups.setdefault((id(b), size), []).append((i, rec, b))
+    for (_, size), members in groups.items():
+        b = members[0][2]
+        arch = b.arch_for(*size)
+        for _, rec, _ in members:
+            if rec.level >= arch.levels:
+                raise NDFFormatError(f"rate level {rec.level} is not one of the base's {arch.levels} levels", source=rec.source, offset=2)
+        if arch.symbol_count() > fmt.LIMITS["max_symbols"]:
+            raise fmt.NDFLimitError(
+                f"a {size[0]}x{size[1]} record declares {arch.symbol_count()} symbols, over max_symbols", source=members[0][1].source
+            )
+        latents = arch.decode_streams(
+            b.weights_on("cpu"), [rec.level for _, rec, _ in members], [rec.payload for _, rec, _ in members], [rec.source for _, rec, _ in members]
+        )
+        for j, (i, rec, _) in enumerate(members):
+            out[i] = DecodedField(arch, {k: v[j] for k, v in latents.items()}, None, b, rec.label, rec.source)
+    return out  # type: ignore[return-value]
+
+
 def resolve_size(size: Size, height: int, width: int) -> tuple[int, int]:
     """``None`` -> the original size; ``int`` -> square; ``(h, w)`` as given. Validated."""
     if size is None:
@@ -167,6 +225,8 @@ def resolve_size(size: Size, height: int, width: int) -> tuple[int, int]:
 
 
 def _supersample(arch: FieldArch, height: int, width: int) -> int:
+    if getattr(arch, "resamples", False):
+        return 1  # the architecture filters its own features to the output size
     return min(MAX_SUPERSAMPLE, max(1, math.ceil(arch.height / height), math.ceil(arch.width / width)))
 
 
@@ -264,5 +324,4 @@ def decode_batch(
     blobs: Iterable[bytes], size: Size = None, base: SharedBase | None = None, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
     """Decode many ``.ndf`` files in one batched forward pass to ``B x C x H x W``."""
-    fields = [read_field(b, base, f"<item {i}>") for i, b in enumerate(blobs)]
-    return render_fields(fields, size, device)
+    return render_fields(read_fields(list(blobs), base), size, device)

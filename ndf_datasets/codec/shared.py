@@ -72,7 +72,8 @@ class SharedBase:
         """Quantise float weights (step ``weight_step``) and build the base decoders will see."""
         codes, q = [], {}
         for spec in arch.weight_specs():
-            code, sym = fit_code(weights[spec.name].detach().cpu().numpy(), weight_step)
+            step = weight_step if spec.step is None else spec.step
+            code, sym = fit_code(weights[spec.name].detach().cpu().numpy(), step)
             codes.append(code)
             q[spec.name] = torch.from_numpy(sym.astype(np.float32) * np.float32(code.step)).reshape(spec.shape)
         symbols = [np.rint(q[s.name].numpy().ravel() / c.step).astype(np.int32) for s, c in zip(arch.weight_specs(), codes)]

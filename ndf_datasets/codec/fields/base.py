@@ -20,11 +20,14 @@ class TensorSpec:
         role: ``"latent"`` (per image, always in the record), ``"weight"`` (network
             weights: in the file for a standalone field, in the shared base otherwise) or
             ``"encoder"`` (an amortised encoder stored in a shared base; never used to decode).
+        step: quantisation step the base stores this tensor with (``None``: the base's
+            default weight step). Integer tables use ``1.0``.
     """
 
     name: str
     shape: tuple[int, ...]
     role: str
+    step: float | None = None
 
     @property
     def numel(self) -> int:

@@ -1,0 +1,224 @@
+"""The ``hyper-field`` network: transforms, hyperprior + channel-conditional entropy model, field head.
+
+One ``torch.nn.Module`` serves training (:meth:`HyperNet.forward`: additive noise for the rate,
+straight-through rounding for the synthesis) and coding (the ``exact_*`` methods, on the
+fixed-point grids of :mod:`ndf_datasets.codec.exact`). Parameter names are the tensor names of
+a ``hyper-field`` base file; do not rename them.
+
+Shapes for an ``H x W`` image (``H, W`` multiples of 8): ``y`` is ``M x H/4 x W/4``, ``z`` is
+``Nz x H/8 x W/8``. Rates are levels: per level, a quantisation step per latent channel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..exact import SCALE_MIN, ExactConv, q_act
+
+__all__ = ["HyperConfig", "HyperNet", "GDN", "gauss_bits", "resample", "TRAINING_ONLY"]
+
+#: Parameters used only while training (the base stores per-level tables derived from them).
+TRAINING_ONLY = ("log_dy", "log_dz", "z_mean", "z_logscale")
+
+
+@dataclass(frozen=True)
+class HyperConfig:
+    """The integer configuration written into a ``hyper-field`` base (in this order)."""
+
+    N: int = 64  # transform width
+    M: int = 64  # latent channels
+    Nz: int = 32  # hyper-latent channels
+    Hf: int = 48  # hyper features per latent position
+    Hc: int = 32  # width of the per-slice entropy networks
+    Hl: int = 32  # width of the latent residual predictors
+    kc: int = 1  # kernel of the first entropy-network layer (1 or 3)
+    S: int = 4  # channel slices (channel-conditional context)
+    F: int = 8  # field features at full resolution
+    Hh: int = 16  # hidden units of the per-pixel head
+    A: int = 6  # anchor rate levels (training)
+    Q: int = 64  # rate levels stored in the base (interpolated between anchors)
+    lrp: int = 1  # latent residual prediction on/off
+    head: int = 1  # 1: per-pixel MLP head (continuous field); 0: the synthesis outputs colours
+    kg: int = 4  # kernel of the first synthesis layer (4 or 5)
+
+    def values(self) -> tuple[int, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    @classmethod
+    def from_values(cls, values: tuple[int, ...]) -> "HyperConfig":
+        names = [f.name for f in fields(cls)]
+        if len(values) != len(names):
+            raise ValueError(f"hyper-field needs {len(names)} config values ({', '.join(names)}), got {len(values)}")
+        cfg = cls(*values)
+        checks = (
+            (1 <= cfg.N <= 256, "N must be 1..256"),
+            (1 <= cfg.M <= 256, "M must be 1..256"),
+            (1 <= cfg.Nz <= 128, "Nz must be 1..128"),
+            (1 <= cfg.Hf <= 256 and 1 <= cfg.Hc <= 256 and 1 <= cfg.Hl <= 256, "widths must be 1..256"),
+            (cfg.kc in (1, 3), "kc must be 1 or 3"),
+            (1 <= cfg.S <= 16 and cfg.M % cfg.S == 0, "S must divide M (1..16 slices)"),
+            (1 <= cfg.F <= 64 and 1 <= cfg.Hh <= 128, "F must be 1..64, Hh 1..128"),
+            (2 <= cfg.A <= 16, "A must be 2..16"),
+            (2 <= cfg.Q <= 64, "Q must be 2..64"),
+            (cfg.lrp in (0, 1) and cfg.head in (0, 1), "lrp and head are 0 or 1"),
+            (cfg.kg in (4, 5), "kg must be 4 or 5"),
+        )
+        for ok, why in checks:
+            if not ok:
+                raise ValueError(f"hyper-field config {values}: {why}")
+        return cfg
+
+
+class GDN(nn.Module):
+    """Generalised divisive normalisation, ``x / sqrt(beta + gamma x^2)`` (inverse: multiply)."""
+
+    def __init__(self, ch: int, inverse: bool = False):
+        super().__init__()
+        self.inverse = inverse
+        self.beta = nn.Parameter(torch.ones(ch))
+        self.gamma = nn.Parameter(0.1 * torch.eye(ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = torch.sqrt(F.conv2d(x * x, self.gamma.square()[:, :, None, None], self.beta.square() + 1e-6))
+        return x * norm if self.inverse else x / norm
+
+
+def gauss_bits(s: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+    """``-log2`` of the probability of the unit bin around ``s`` under ``N(0, sig)`` (differentiable)."""
+    s = s.abs()
+    c = 1 / math.sqrt(2)
+    p = 0.5 * (torch.erfc((s - 0.5) / sig * c) - torch.erfc((s + 0.5) / sig * c))
+    return -torch.log2(p.clamp(min=1e-9))
+
+
+def resample(f: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A feature grid at output pixel centres: box-filtered per axis that shrinks, bicubic where it grows."""
+    h, w = f.shape[-2:]
+    oh, ow = size
+    if (oh, ow) == (h, w):
+        return f
+    if oh < h or ow < w:
+        f = F.adaptive_avg_pool2d(f, (min(oh, h), min(ow, w)))
+    if oh > h or ow > w:
+        f = F.interpolate(f, size=(oh, ow), mode="bicubic", align_corners=False)
+    return f
+
+
+class HyperNet(nn.Module):
+    """Analysis, hyper-analysis, exact entropy networks, latent residual predictors, synthesis + head."""
+
+    def __init__(self, cfg: HyperConfig, channels: int = 3):
+        super().__init__()
+        self.cfg = cfg
+        self.channels = channels
+        N, M, Nz, Hf, Hc, S, C = cfg.N, cfg.M, cfg.Nz, cfg.Hf, cfg.Hc, cfg.S, channels
+        ms = M // S
+        self.ga = nn.Sequential(nn.Conv2d(C, N, 5, 2, 2), GDN(N), nn.Conv2d(N, N, 5, 2, 2), GDN(N), nn.Conv2d(N, M, 3, 1, 1))
+        self.ha = nn.Sequential(nn.Conv2d(M, N, 3, 1, 1), nn.ReLU(), nn.Conv2d(N, Nz, 5, 2, 2))
+        self.hs1 = ExactConv(Nz, N, 3)
+        self.hs2 = ExactConv(N, 4 * Hf, 1)
+        self.cc1 = nn.ModuleList([ExactConv(Hf + k * ms, Hc, cfg.kc) for k in range(S)])
+        self.cc2 = nn.ModuleList([ExactConv(Hc, Hc, 1) for _ in range(S)])
+        self.cc3 = nn.ModuleList([ExactConv(Hc, 2 * ms, 1) for _ in range(S)])
+        if cfg.lrp:
+            self.lrp1 = nn.ModuleList([nn.Conv2d(Hf + (k + 1) * ms, cfg.Hl, 1) for k in range(S)])
+            self.lrp2 = nn.ModuleList([nn.Conv2d(cfg.Hl, ms, 1) for _ in range(S)])
+        self.gs1 = nn.ConvTranspose2d(M, N, cfg.kg, 2, (cfg.kg - 1) // 2, output_padding=1 if cfg.kg == 5 else 0)
+        self.igdn = GDN(N, inverse=True)
+        self.gs2 = nn.ConvTranspose2d(N, cfg.F if cfg.head else C, 4, 2, 1)
+        if cfg.head:
+            self.head1 = nn.Conv2d(cfg.F, cfg.Hh, 1)
+            self.head2 = nn.Conv2d(cfg.Hh, C, 1)
+        self.log_dy = nn.Parameter(torch.linspace(math.log(2.0), math.log(0.4), cfg.A)[:, None].repeat(1, M))
+        self.log_dz = nn.Parameter(torch.linspace(math.log(1.5), math.log(0.7), cfg.A)[:, None].repeat(1, Nz))
+        self.z_mean = nn.Parameter(torch.zeros(Nz))
+        self.z_logscale = nn.Parameter(torch.zeros(Nz))
+
+    # ------------------------------------------------------------------ shared pieces
+    @property
+    def slice_channels(self) -> int:
+        return self.cfg.M // self.cfg.S
+
+    def level_to_t(self, level: torch.Tensor) -> torch.Tensor:
+        """A stored level ``0..Q-1`` as a continuous anchor position ``0..A-1``."""
+        return level.float() * (self.cfg.A - 1) / (self.cfg.Q - 1)
+
+    def log_steps(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log quantisation steps of ``y`` and ``z`` at continuous levels ``t`` (shape ``B``)."""
+        A = self.cfg.A
+        t = t.clamp(0, A - 1)
+        lo = t.floor().long().clamp(max=A - 2)
+        f = (t - lo.float())[:, None]
+        return (self.log_dy[lo] * (1 - f) + self.log_dy[lo + 1] * f, self.log_dz[lo] * (1 - f) + self.log_dz[lo + 1] * f)
+
+    def hyper(self, zh: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.hs2(F.relu(self.hs1(zh))), 2)
+
+    def slice_params(self, k: int, hyp: torch.Tensor, ctx: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        inp = torch.cat([hyp, *ctx], 1) if ctx else hyp
+        h = F.relu(self.cc2[k](F.relu(self.cc1[k](inp))))
+        mu, log_sigma = self.cc3[k](h).chunk(2, 1)
+        return mu, log_sigma
+
+    def exact_hyper(self, zh: torch.Tensor) -> torch.Tensor:
+        """Hyper features from decoded ``z`` (float64, exact)."""
+        return F.pixel_shuffle(self.hs2.exact(torch.relu(self.hs1.exact(q_act(zh)))), 2)
+
+    def exact_slice(self, k: int, hyp: torch.Tensor, ctx: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-scale of slice ``k`` from hyper features and decoded slices ``< k`` (exact)."""
+        inp = torch.cat([hyp, *(q_act(c) for c in ctx)], 1) if ctx else hyp
+        h = torch.relu(self.cc2[k].exact(torch.relu(self.cc1[k].exact(inp))))
+        mu, log_sigma = self.cc3[k].exact(h).chunk(2, 1)
+        return mu, log_sigma
+
+    def residual(self, k: int, hyp: torch.Tensor, decoded: list[torch.Tensor], step: torch.Tensor) -> torch.Tensor:
+        """Latent residual prediction added to slice ``k`` (float; only the synthesis sees it)."""
+        h = F.relu(self.lrp1[k](torch.cat([hyp, *decoded], 1)))
+        return 0.5 * step * torch.tanh(self.lrp2[k](h))
+
+    def features(self, y: torch.Tensor) -> torch.Tensor:
+        """The field's feature grid at the (padded) native resolution."""
+        return self.gs2(self.igdn(self.gs1(y)))
+
+    def colour(self, f: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.head:
+            return f + 0.5
+        return self.head2(F.gelu(self.head1(f))) + 0.5
+
+    def synth(self, y: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        f = self.features(y)
+        return self.colour(f if size is None else resample(f, size))
+
+    # ------------------------------------------------------------------ training
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x``: ``B x C x H x W`` in [0, 1]; ``t``: ``B`` continuous levels. Returns
+        ``(x_hat, bits, bits_z)`` with the rate of additive-noise latents and the synthesis
+        of straight-through rounded ones."""
+        cfg, ms = self.cfg, self.slice_channels
+        ly, lz = self.log_steps(t)
+        dy, dz = ly.exp()[:, :, None, None], lz.exp()[:, :, None, None]
+        y = self.ga(x - 0.5)
+        z = self.ha(y)
+        zm = self.z_mean[None, :, None, None]
+        sz = (z - zm) / dz
+        zsig = (self.z_logscale[None, :, None, None].exp() / dz).clamp(min=SCALE_MIN)
+        bits_z = gauss_bits(sz + torch.empty_like(sz).uniform_(-0.5, 0.5), zsig).flatten(1).sum(1)
+        hyp = self.hyper(zm + dz * (sz + (torch.round(sz) - sz).detach()))
+        bits = bits_z
+        decoded: list[torch.Tensor] = []
+        synth_in: list[torch.Tensor] = []
+        for k in range(cfg.S):
+            mu, log_sigma = self.slice_params(k, hyp, decoded)
+            dk = dy[:, k * ms : (k + 1) * ms]
+            s = (y[:, k * ms : (k + 1) * ms] - mu) / dk
+            sig = (log_sigma.exp() / dk).clamp(min=SCALE_MIN)
+            bits = bits + gauss_bits(s + torch.empty_like(s).uniform_(-0.5, 0.5), sig).flatten(1).sum(1)
+            yh = mu + dk * (s + (torch.round(s) - s).detach())
+            decoded.append(yh)
+            synth_in.append(yh + self.residual(k, hyp, decoded, dk) if cfg.lrp else yh)
+        return self.synth(torch.cat(synth_in, 1)), bits, bits_z

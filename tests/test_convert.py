@@ -316,6 +316,20 @@ def test_each_source_kind(tmp_path, capsys):
     assert x.shape == (1, 8, 8)
 
 
+@pytest.mark.parametrize(
+    "layout", [{".": 2}, {"train": 2}, {"train": 2, "test": 1}], ids=["flat-classes", "one-split-folder", "split-folders"]
+)
+def test_cli_converts_each_image_folder_layout(tmp_path, layout):
+    """``ndf convert root out`` for root/<class>/, root/train/<class>/ alone (issue 12) and root/{train,test}/<class>/."""
+    root = write_image_folder(tmp_path / "root", layout)
+    out = tmp_path / "out"
+    args = ["--shard-size", "2", "--batch-size", "4", "--steps", "5", "--base-epochs", "1", "--psnr", "20", "-q"]
+    assert cli_main(["convert", str(root), str(out), *args]) == 0
+    manifest = json.loads((out / MANIFEST).read_text())
+    want = {s: 2 * n for s, n in layout.items()} if "." not in layout else {"train": 4}
+    assert manifest["counts"] == want and manifest["classes"] == ["cat", "dog"]
+
+
 def test_given_base_is_used(src, reference, tmp_path):
     (base_file,) = reference.glob("*.ndfbase")
     result = ndf.convert(src, tmp_path / "o", base=base_file, splits=["test"], **{**FAST, "base_epochs": 99})

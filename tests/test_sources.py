@@ -279,6 +279,24 @@ def test_image_folder_with_and_without_split_folders(tmp_path):
     assert files.splits["train"].images(0, 2)[1].shape == (8, 8, 3)
 
 
+@pytest.mark.parametrize(
+    "layout, splits",
+    [({".": 2}, ["train"]), ({"train": 2}, ["train"]), ({"test": 2}, ["test"]), ({"train": 2, "val": 1, "test": 1}, ["train", "test", "val"])],
+    ids=["flat-classes", "one-split-folder", "only-test", "several-split-folders"],
+)
+def test_image_folder_layouts_torchvision_users_have(tmp_path, layout, splits):
+    """root/<class>/, root/train/<class>/ alone (issue 12: was read as classes 'train'), root/{train,val,test}/<class>/."""
+    root = write_image_folder(tmp_path / "root", layout)
+    src = open_source(root)
+    assert list(src.splits) == splits and src.classes == ("cat", "dog")
+    for name, split in src.splits.items():
+        n = layout.get(name, layout.get("."))
+        assert split.labels == [0] * n + [1] * n
+        prefix = "" if "." in layout else f"{name}/"
+        assert split.names(0, 1) == [f"{prefix}cat/00.png"]
+        assert split.images(0, 2 * n)[-1].shape == (8, 8, 3)  # every file is found where it is
+
+
 def test_image_folder_errors_name_the_file(tmp_path):
     root = write_image_folder(tmp_path / "f", {".": 1})
     (root / "dog" / "zz.png").write_bytes(b"not a png")

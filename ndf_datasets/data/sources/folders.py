@@ -126,23 +126,26 @@ def _open_image_folder(location: str, options: dict, mode: str | None) -> Source
     files = _list_tree(location, options)
     tops = {f.split("/", 1)[0] for f in files if "/" in f}
     split_dirs = [s for s in SPLIT_NAMES if s in tops]
-    if (
-        split_dirs
+    # split folders: every top-level folder is a split name and holds class folders (one split
+    # folder alone, root/train/<class>/..., is a split layout too: the usual one with no test set)
+    by_split = (
+        bool(split_dirs)
         and tops <= set(SPLIT_NAMES)
         and all(any(f.startswith(f"{s}/") and f.count("/") >= 2 for f in files) for s in split_dirs)
-    ):
+    )
+    if by_split:
         parts = {s: [f[len(s) + 1 :] for f in files if f.startswith(f"{s}/")] for s in split_dirs}
     else:
         parts = {"train": files}
     layouts = {
-        s: _image_folder(location, fs, options, _join(location, s) if len(parts) > 1 else location)
+        s: _image_folder(location, fs, options, _join(location, s) if by_split else location)
         for s, fs in parts.items()
     }
     classes = next(iter(layouts.values()))[0]
     for s, (cls, _, _) in layouts.items():
         if cls != classes:
             raise SourceError(f"{_join(location, s)}: classes {cls} differ from the first split's {classes}")
-    prefix = {s: (f"{s}/" if len(parts) > 1 else "") for s in parts}
+    prefix = {s: (f"{s}/" if by_split else "") for s in parts}
     first = _join(location, prefix[next(iter(parts))] + layouts[next(iter(parts))][1][0])
     mode = mode or image_mode(first, options)
     splits: dict[str, Split] = {}

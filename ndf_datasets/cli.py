@@ -1,4 +1,4 @@
-"""The ``ndf`` command line: ``encode``, ``decode``, ``info``, ``demo``, ``convert``.
+"""The ``ndf`` command line: ``encode``, ``decode``, ``info``, ``demo``, ``convert``, ``train-base``.
 
 Examples::
 
@@ -7,6 +7,8 @@ Examples::
     ndf info kodim23.ndf
     ndf demo -o demo_out                                    # encode a bundled image, decode at 3 sizes
     ndf convert raw/mnist out/mnist --psnr 30               # a dataset -> base + WebDataset shards (resumable)
+    ndf encode photo.png --base natural --psnr 36           # a compact record of a zoo base
+    ndf train-base raw/cifar-10-batches-py c10.ndfbase      # train a learned base (hours; resumable)
 
 Outputs are never overwritten unless ``--force`` is given. Exit status: 0 ok, 1 an NDF or
 input error (message on stderr), 2 bad usage.
@@ -51,6 +53,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
         image = im
     base = load_base(args.base) if args.base else None
     t0 = time.time()
+    if base is not None and getattr(base.arch, "learned", False):
+        blob, report = api.encode(image, psnr=None if args.level is not None else args.psnr, base=base, label=args.label,
+                                  level=args.level, device=args.device, return_report=True)
+        write_atomic(out, blob)
+        info = api.inspect(blob, str(out), base=base)
+        print(f"{out}: {info['bytes']} bytes, {info['bpp']:.3f} bpp, {report.psnr[0]:.2f} dB (level {report.levels[0]}), "
+              f"{time.time() - t0:.1f} s")
+        return 0
     blob = api.encode(
         image,
         psnr=args.psnr,
@@ -83,9 +93,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .codec import format as fmt
     from .codec import read_bytes
 
+    from .codec import load_base
+    from .codec.record import is_compact
+
     data = read_bytes(args.input)
-    if args.json:
-        print(json.dumps(api.inspect(data, args.input), indent=2, default=str))
+    base = load_base(args.base) if args.base else None
+    if args.json or is_compact(data):
+        info = api.inspect(data, args.input, base=base)
+        if args.json:
+            print(json.dumps(info, indent=2, default=str))
+        else:
+            print(f"{args.input}: {info['bytes']} bytes (compact record)")
+            for k, v in info.items():
+                if k != "bytes":
+                    print(f"  {k:<15} {v}")
+            if not info["verified"]:
+                print("  (pass --base to check its CRC and see its architecture)")
     else:
         print(fmt.pretty(fmt.parse(data, args.input)))
         info = api.inspect(data, args.input)
@@ -193,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", help="output .ndf path (default: input with .ndf suffix)")
     e.add_argument("--psnr", type=float, default=35.0, help="target PSNR in dB (default 35)")
     e.add_argument("--steps", type=int, default=None, help="maximum fitting steps")
-    e.add_argument("--base", help="a shared base (.ndfbase): write a record for it")
+    e.add_argument("--base", help="a shared base (.ndfbase, or a zoo name: cifar10, mnist, natural): write a record for it")
+    e.add_argument("--level", type=int, default=None, help="learned bases: a fixed rate level instead of --psnr")
     e.add_argument("--label", type=int, default=None, help="an integer label to store")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="cpu")
@@ -205,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("input")
     d.add_argument("-o", "--output", help="output PNG (default: input with .png suffix)")
     d.add_argument("--size", type=parse_size, default=None, help="WIDTHxHEIGHT or N (default: original size)")
-    d.add_argument("--base", help="the shared base, for records")
+    d.add_argument("--base", help="the shared base (path or zoo name), for records")
     d.add_argument("--device", default="cpu")
     d.add_argument("-f", "--force", action="store_true")
     d.set_defaults(func=cmd_decode)
@@ -213,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a .ndf file's header")
     i.add_argument("input")
     i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument("--base", help="the base of a compact record (path or zoo name): check it and show more")
     i.set_defaults(func=cmd_info)
 
     m = sub.add_parser("demo", help="encode a bundled image, decode it at three sizes, write PNGs")
@@ -223,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_demo)
 
     _add_convert(sub)
+    from .train_cmd import add_parser as _add_train
+
+    _add_train(sub)
     return p
 
 

@@ -18,6 +18,11 @@ Its rooms, bottom up:
 * :mod:`~ndf_datasets.codec.fitting`, :mod:`~ndf_datasets.codec.amortised`: fitting fields
   and bases; :mod:`~ndf_datasets.codec.encoding`: ``encode``, ``fit_base``, ``inspect``;
   :mod:`~ndf_datasets.codec.images`: accepted image types.
+* Learned codecs (``hyper-field``, ``pixel-context``): :mod:`~ndf_datasets.codec.exact`
+  (fixed-point entropy parameters), :mod:`~ndf_datasets.codec.gaussian` (their range coder),
+  :mod:`~ndf_datasets.codec.record` (compact records), :mod:`~ndf_datasets.codec.learned`
+  (rate-controlled encoding), :mod:`~ndf_datasets.codec.refine`, :mod:`~ndf_datasets.codec.training`
+  (``ndf train-base``) and :mod:`~ndf_datasets.codec.zoo` (bases shipped in the package).
 """
 
 from . import bases, decoding, encoding, errors, io, shared
@@ -28,6 +33,7 @@ from .errors import *  # noqa: F403
 from .format import LIMITS  # noqa: F401 (in __all__)
 from .io import *  # noqa: F403
 from .shared import *  # noqa: F403
+from .zoo import load_base  # noqa: F401 (shared.load_base that also takes zoo names; in __all__)
 
 #: The codec's public names: each module's ``__all__`` (listed there, once), and :data:`LIMITS`.
 __all__ = list(

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -102,15 +103,24 @@ def encode_batch(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    level: int | None = None,
+    refine_steps: int | None = None,
+    return_report: bool = False,
     **fit_kw: Any,
 ) -> list[bytes]:
     """Encode many images; same-sized images are fitted together in batches.
+
+    With a *learned* base (``hyper-field``, ``pixel-context``; e.g. ``base="cifar10"`` from the
+    zoo) nothing is fitted: each image gets the smallest rate level whose decode reaches
+    ``psnr`` (or the given ``level``), in a compact record. Images the base can not bring to
+    ``psnr`` are encoded at its best level and a :class:`UserWarning` names the PSNR reached.
 
     Args:
         images: PIL images, ``H x W x C`` uint8 arrays or ``C x H x W`` float tensors.
         psnr: target PSNR in dB of the decoded field (rate is minimised subject to it);
             ``None`` to use a fixed rate weight ``lmbda`` instead.
-        base: encode per-image records for this shared base instead of standalone fields.
+        base: encode per-image records for this shared base (a :class:`SharedBase`, a path
+            or a zoo name such as ``"cifar10"``) instead of standalone fields.
         labels, metadata: per image, stored in the header.
         steps: maximum fitting steps (default: :class:`FitSettings`).
         config: architecture config for standalone fields (default :func:`default_config`).
@@ -118,6 +128,11 @@ def encode_batch(
         seed: same seed and inputs, same bytes.
         device: where to fit (``"cpu"``, ``"cuda"``).
         progress: show a progress bar.
+        level: learned bases: a fixed rate level instead of a PSNR target.
+        refine_steps: learned ``hyper-field`` bases: per-image latent refinement steps
+            (default :data:`~ndf_datasets.codec.learned.DEFAULT_REFINE_STEPS`; 0 is fastest).
+        return_report: also return the :class:`~ndf_datasets.codec.learned.EncodeReport`
+            (learned bases: per-image level, PSNR, bytes, unreachable targets).
         **fit_kw: further :class:`~ndf_datasets.codec.fitting.FitSettings` fields, e.g.
             ``early_stop=False`` (smaller files, slower), ``min_steps``, ``lr``, ``latent_lr``.
 
@@ -133,6 +148,16 @@ def encode_batch(
     metadata = list(metadata) if metadata is not None else [None] * n
     if len(labels) != n or len(metadata) != n:
         raise ValueError("labels and metadata must have one entry per image")
+    if isinstance(base, (str, os.PathLike)):
+        from .zoo import load_base
+
+        base = load_base(base)
+    if base is not None and getattr(base.arch, "learned", False):
+        if any(m for m in metadata):
+            raise ValueError("compact records of a learned base carry a label but no metadata; keep metadata beside them")
+        return _encode_with_learned(tensors, base, psnr, level, labels, refine_steps, batch_size, device, progress, return_report)
+    if level is not None or return_report:
+        raise ValueError("level= and return_report= need a learned base (hyper-field or pixel-context)")
     kw = dict(fit_kw)
     if lmbda is not None:
         kw["lmbda"] = lmbda
@@ -155,6 +180,44 @@ def encode_batch(
             for i, b in zip(idx, blobs):
                 out[i] = b
     return out  # type: ignore[return-value]
+
+
+def _encode_with_learned(tensors, base, psnr, level, labels, refine_steps, batch_size, device, progress, return_report):
+    from .learned import DEFAULT_REFINE_STEPS, EncodeReport, encode_learned, warn_unreachable
+
+    if any(t.shape[0] != base.arch.channels for t in tensors):
+        raise ValueError(f"the base decodes {base.arch.channels}-channel images; got another channel count")
+    steps = DEFAULT_REFINE_STEPS if refine_steps is None else int(refine_steps)
+    psnr = None if level is not None else psnr
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    out: list[bytes | None] = [None] * len(tensors)
+    parts: list[tuple[list[int], Any]] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(tensors), desc="encode", unit="img")
+    for members in groups.values():
+        for start in range(0, len(members), batch_size):
+            idx = members[start : start + batch_size]
+            recs, rep = encode_learned(base, torch.stack([tensors[i] for i in idx]), psnr, level, [labels[i] for i in idx], steps, device)
+            for i, r in zip(idx, recs):
+                out[i] = r
+            parts.append((idx, rep))
+            if bar is not None:
+                bar.update(len(idx))
+    if bar is not None:
+        bar.close()
+    report = EncodeReport([0] * len(tensors), [0.0] * len(tensors), [0] * len(tensors))
+    for idx, rep in parts:
+        for j, i in enumerate(idx):
+            report.levels[i], report.psnr[i], report.nbytes[i] = rep.levels[j], rep.psnr[j], rep.nbytes[j]
+        report.unreachable += [idx[j] for j in rep.unreachable]
+    report.unreachable.sort()
+    warn_unreachable(report, psnr)
+    return (out, report) if return_report else out
 
 
 def _encode_group(target, arch, settings, base, device, labels, metadata) -> list[bytes]:
@@ -212,16 +275,54 @@ def encode(
         blob = ndf.encode(image, psnr=35.0)
         x = ndf.decode(blob, size=(64, 96))
     """
+    if kw.get("return_report"):
+        records, report = encode_batch([image], psnr, base, labels=[label], metadata=[metadata], **kw)
+        return records[0], report
     return encode_batch([image], psnr, base, labels=[label], metadata=[metadata], **kw)[0]
 
 
-def inspect(blob: bytes, source: str = "<bytes>") -> dict[str, Any]:
+def _inspect_compact(blob: bytes, source: str, base: SharedBase | None) -> dict[str, Any]:
+    from .record import parse_record, verify_record
+
+    rec = parse_record(blob, source)
+    info: dict[str, Any] = {
+        "version": 1,
+        "kind": "record",
+        "compact": True,
+        "base_tag": f"{rec.base_tag:02x}",
+        "level": rec.level,
+        "label": rec.label,
+        "bytes": rec.nbytes,
+        "payload_bytes": len(rec.payload),
+        "verified": False,
+    }
+    if base is not None:
+        verify_record(rec, base.hash)
+        h, w = rec.size or (base.arch.height, base.arch.width)
+        arch = base.arch_for(h, w)
+        info.update(
+            verified=True, arch=arch.name, config=list(arch.config), channels=arch.channels, height=h, width=w,
+            bpp=8.0 * rec.nbytes / (h * w), base_hash=base.hash.hex(), macs_per_pixel=arch.macs_per_pixel(), levels=arch.levels,
+        )
+    elif rec.size is not None:
+        info.update(height=rec.size[0], width=rec.size[1])
+    return info
+
+
+def inspect(blob: bytes, source: str = "<bytes>", base: SharedBase | None = None) -> dict[str, Any]:
     """Describe an ``.ndf`` file without rendering it.
+
+    A compact record (of a learned base) says little on its own: pass its ``base`` to check its
+    CRC and learn its architecture, size and bits per pixel (``verified`` tells which).
 
     Returns:
         A dict with ``version, kind, arch, config, channels, colorspace, height, width,
         bytes, bpp, fit_psnr, label, metadata, base_hash, macs_per_pixel, tensors``.
     """
+    from .record import is_compact
+
+    if is_compact(blob):
+        return _inspect_compact(blob, source, base)
     c = fmt.parse(blob, source)
     arch = build_arch(c.arch, c.config, c.height, c.width, c.channels, source)
     info: dict[str, Any] = {
@@ -270,8 +371,12 @@ def fit_base(
         images: an iterable of same-sized images (PIL, ndarray or tensor), or an
             ``N x C x H x W`` tensor (uint8, or float in [0, 1]).
         config: the architecture's config (default :func:`default_base_config`).
-        arch: ``"grid-mlp"`` (auto-decoded latent grids, shared MLP) or ``"conv-field"``
-            (amortised encoder + conv synthesis; see :mod:`ndf_datasets.codec.fields.conv`).
+        arch: ``"grid-mlp"`` (auto-decoded latent grids, shared MLP), ``"conv-field"``
+            (amortised encoder + conv synthesis; see :mod:`ndf_datasets.codec.fields.conv`), or a
+            learned codec trained for many steps (:mod:`ndf_datasets.codec.training`):
+            ``"hyper-field"`` (natural images) or ``"pixel-context"`` (near-binary, e.g. MNIST),
+            which take ``steps``, ``batch_size``, ``lr``, ``lmbda_range``, ``checkpoint_dir``
+            (exact resume), ``eval_images`` instead of ``epochs``/``lmbda``.
         epochs, batch_size, lmbda, seed, device, progress: training knobs.
 
     Returns:
@@ -292,6 +397,22 @@ def fit_base(
             raise ValueError("fit_base needs images of one size and channel count")
         stack = torch.stack(tensors)
     _, channels, height, width = stack.shape
+    if arch in ("hyper-field", "pixel-context"):
+        from .training import TrainSettings, train_base
+
+        known = {"steps", "batch_size", "lr", "lmbda_range", "flips", "checkpoint_dir", "checkpoint_minutes", "eval_images", "eval_every"}
+        if set(kw) - known:
+            raise TypeError(f"fit_base(arch={arch!r}) got unexpected options {sorted(set(kw) - known)}")
+        settings = TrainSettings(
+            arch=arch, config=config, steps=int(kw.get("steps", 200_000)), batch_size=int(kw.get("batch_size", 32)),
+            lr=float(kw.get("lr", 1e-3)), lmbda=tuple(kw.get("lmbda_range", (0.007, 1.0))), seed=seed,
+            flips=bool(kw.get("flips", arch == "hyper-field")),
+        )
+        images8 = torch.round(stack * 255).clamp(0, 255).to(torch.uint8)
+        return train_base(
+            images8, settings, checkpoint_dir=kw.get("checkpoint_dir"), checkpoint_minutes=float(kw.get("checkpoint_minutes", 5.0)),
+            eval_images=kw.get("eval_images"), eval_every=int(kw.get("eval_every", 10_000)), device=device, progress=progress,
+        )
     common = dict(epochs=epochs, batch_size=batch_size, lmbda=lmbda, seed=seed, device=device, progress=progress, **kw)
     if arch == "conv-field":
         from .amortised import fit_amortised_base
@@ -299,6 +420,6 @@ def fit_base(
         field = ConvField(config or default_conv_config(channels), height, width, channels)
         return fit_amortised_base(stack, field, **common)
     if arch != "grid-mlp":
-        raise ValueError(f"unknown base architecture {arch!r}; use 'grid-mlp' or 'conv-field'")
+        raise ValueError(f"unknown base architecture {arch!r}; use 'grid-mlp', 'conv-field', 'hyper-field' or 'pixel-context'")
     field = GridMLP(config or default_base_config(height, width), height, width, channels)
     return _fit_base(stack, field, **common)

@@ -109,5 +109,5 @@ def warn_unreachable(report: EncodeReport, psnr: float | None) -> None:
     warnings.warn(
         f"{len(report.unreachable)} of {len(report.psnr)} images can not reach {psnr:.1f} dB with this base: "
         f"encoded at its highest level, reaching {best:.2f} dB at best; use a base trained for higher rates",
-        stacklevel=3,
+        stacklevel=4,
     )

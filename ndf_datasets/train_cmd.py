@@ -1,0 +1,126 @@
+"""``ndf train-base``: train a learned base (hours, resumable) from any source ``ndf convert`` reads.
+
+Examples::
+
+    ndf train-base raw/cifar-10-batches-py cifar10.ndfbase --arch hyper-field --steps 200000
+    ndf train-base raw/mnist mnist.ndfbase --arch pixel-context --steps 20000
+    ndf train-base photos/ natural.ndfbase --crop 64 --crops-per-image 200   # images of any size
+
+The training split is loaded into memory (uint8); images of different sizes need ``--crop``.
+Checkpoints go to ``<OUT>.train/`` (``--checkpoint``); running the same command again resumes
+exactly where the last checkpoint left off. The base is written only when training finishes
+(or with ``--export-only`` from the last checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._output import check_out
+
+__all__ = ["add_parser", "load_train_images"]
+
+
+def load_train_images(src: str, split: str, crop: int | None, per_image: int, seed: int, limit: int | None = None):
+    """The ``split`` of ``src`` as an ``N x C x H x W`` uint8 tensor (random ``crop`` squares if given)."""
+    import torch
+
+    from .data import open_source
+
+    source = open_source(src)
+    if split not in source.splits:
+        raise ValueError(f"{src} has no {split!r} split (it has {list(source.splits)})")
+    s = source.splits[split]
+    n = len(s) if limit is None else min(limit, len(s))
+    rng = np.random.default_rng(seed)
+    out = []
+    for start in range(0, n, 1000):
+        for im in s.images(start, min(n, start + 1000)):
+            arr = im if im.ndim == 3 else im[..., None]
+            if crop is None:
+                out.append(arr)
+                continue
+            h, w = arr.shape[:2]
+            if h < crop or w < crop:
+                continue
+            for _ in range(per_image):
+                i, j = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
+                out.append(arr[i : i + crop, j : j + crop])
+    if not out:
+        raise ValueError(f"no training images from {src} (with --crop {crop}, images must be at least that large)")
+    if len({a.shape for a in out}) > 1:
+        raise ValueError(f"the images of {src} have different sizes; give --crop N to train on N x N crops")
+    return torch.from_numpy(np.ascontiguousarray(np.stack(out).transpose(0, 3, 1, 2)))
+
+
+def cmd_train_base(args: argparse.Namespace) -> int:
+    import torch
+
+    from .codec.training import TrainSettings, base_from_checkpoint, train_base
+
+    out = Path(args.out)
+    check_out(out, args.force)
+    ckpt = Path(args.checkpoint or f"{out}.train")
+    config = tuple(int(v) for v in args.config.split(",")) if args.config else None
+    provenance = {"data": str(args.data), "split": args.split, "crop": args.crop, "notes": args.notes or ""}
+    if args.export_only:
+        images = load_train_images(args.data, args.split, args.crop, 1, args.seed, limit=1)
+        base = base_from_checkpoint(ckpt / "ckpt.pt", images.shape[2], images.shape[3], images.shape[1], provenance)
+    else:
+        t0 = time.time()
+        images = load_train_images(args.data, args.split, args.crop, args.crops_per_image, args.seed)
+        eval_images = None
+        if args.eval_split:
+            eval_images = load_train_images(args.data, args.eval_split, args.crop, 1, args.seed + 1, limit=args.eval_count)
+        settings = TrainSettings(
+            arch=args.arch, config=config, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+            lmbda=tuple(args.lmbda), seed=args.seed, flips=args.arch == "hyper-field" and not args.no_flips,
+        )
+        print(f"training {args.arch} on {images.shape[0]} images of {tuple(images.shape[1:])} for {args.steps} steps "
+              f"(checkpoints in {ckpt}, {torch.get_num_threads()} threads)")
+        base = train_base(
+            images, settings, checkpoint_dir=ckpt, checkpoint_minutes=args.checkpoint_minutes, eval_images=eval_images,
+            eval_every=args.eval_every, device=args.device, progress=not args.quiet, metadata=provenance,
+        )
+        print(f"trained in {time.time() - t0:.0f} s")
+    base.save(out, overwrite=args.force)
+    print(f"{out}: {len(base.to_bytes())} bytes, hash {base.hash.hex()}, {base.arch.name} {list(base.arch.config)}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser(
+        "train-base",
+        help="train a learned shared base (hyper-field / pixel-context), resumably",
+        description="Train a learned base on the training split of DATA (any source ndf convert reads). "
+        "Re-running the same command resumes from the last checkpoint, bit for bit.",
+    )
+    t.add_argument("data", help="source folder or URL (MNIST/CIFAR-10 raw copy, ImageFolder)")
+    t.add_argument("out", help="the .ndfbase to write")
+    t.add_argument("--arch", choices=["hyper-field", "pixel-context"], default="hyper-field")
+    t.add_argument("--config", default=None, help="comma-separated architecture config values (default: its defaults)")
+    t.add_argument("--steps", type=int, default=200_000)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lmbda", type=float, nargs=2, default=[0.007, 1.0], metavar=("LOW", "HIGH"),
+                   help="rate-distortion weights of the lowest and highest rate level (hyper-field)")  # fmt: skip
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--split", default="train", help="the split to train on (default train)")
+    t.add_argument("--crop", type=int, default=None, help="train on random N x N crops (images of any size)")
+    t.add_argument("--crops-per-image", type=int, default=1)
+    t.add_argument("--no-flips", action="store_true", help="no random horizontal flips")
+    t.add_argument("--eval-split", default=None, help="evaluate on this split every --eval-every steps")
+    t.add_argument("--eval-count", type=int, default=500)
+    t.add_argument("--eval-every", type=int, default=10_000)
+    t.add_argument("--checkpoint", default=None, help="checkpoint folder (default OUT.train)")
+    t.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    t.add_argument("--export-only", action="store_true", help="write the base of the last checkpoint and stop")
+    t.add_argument("--notes", default=None, help="free text stored in the base's metadata (data provenance)")
+    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("-q", "--quiet", action="store_true")
+    t.add_argument("-f", "--force", action="store_true", help="overwrite OUT")
+    t.set_defaults(func=cmd_train_base)

@@ -1,0 +1,253 @@
+"""Learned codecs (hyper-field, pixel-context): training, exact entropy parameters, rate control,
+round trips at any size, and resume. The bases are tiny and trained here, in seconds."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import ndf_datasets as ndf
+from ndf_datasets.codec.decoding import read_fields, render_fields
+from ndf_datasets.codec.exact import SCALES, THRESHOLDS, ExactConv, q_act, q_bias, q_weight, scale_index
+from ndf_datasets.codec.fields.pixel_net import LEVEL_K
+from ndf_datasets.codec.learned import encode_learned
+from ndf_datasets.codec.training import TrainSettings, base_from_checkpoint, train_base
+
+from .conftest import make_image
+
+HYPER_CFG = (16, 16, 8, 16, 16, 16, 1, 2, 4, 8, 3, 8, 1, 1, 4)
+
+
+def _images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.stack([make_image(h, w, 3, seed=seed + i) for i in range(n)]).transpose(0, 3, 1, 2).copy())
+
+
+@pytest.fixture(scope="module")
+def hyper_base() -> ndf.SharedBase:
+    torch.manual_seed(0)
+    settings = TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=60, batch_size=8, lr=3e-3, warmup=5)
+    base = train_base(_images(48, 16, 16), settings, progress=False)
+    return ndf.load_base(base.to_bytes())  # what a reader sees: the quantised base file
+
+
+def _digits(n: int, seed: int = 0) -> torch.Tensor:
+    """MNIST-like 16x16 images: black background, saturated strokes, grey edges."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:16, 0:16]
+    out = []
+    for _ in range(n):
+        cy, cx, r = rng.uniform(5, 11), rng.uniform(5, 11), rng.uniform(2.5, 5)
+        d = np.abs(np.hypot(yy - cy, xx - cx) - r)
+        out.append(np.clip(255 * (1.6 - d), 0, 255).round().astype(np.uint8))
+    return torch.from_numpy(np.stack(out)[:, None])
+
+
+@pytest.fixture(scope="module")
+def pixel_base() -> ndf.SharedBase:
+    settings = TrainSettings(arch="pixel-context", config=(8, 2), steps=40, batch_size=16, lr=3e-3, flips=False, warmup=5)
+    return ndf.load_base(train_base(_digits(64), settings, progress=False).to_bytes())
+
+
+# ----------------------------------------------------------------------------- exactness
+
+
+def test_exact_layers_are_order_and_batch_invariant():
+    torch.manual_seed(1)
+    conv = ExactConv(24, 16, 3)
+    x = q_act(torch.randn(5, 24, 6, 6, dtype=torch.float64) * 30)
+    full = conv.exact(x)
+    assert torch.equal(full[2:3], conv.exact(x[2:3]))  # batch of one == row of a batch, bit for bit
+    perm = torch.randperm(24)  # a different summation order over input channels
+    conv2 = ExactConv(24, 16, 3)
+    conv2.weight.data, conv2.bias.data = conv.weight.data[:, perm].clone(), conv.bias.data.clone()
+    assert torch.equal(conv2.exact(x[:, perm]), full)
+    reference = torch.nn.functional.conv2d(x, q_weight(conv.weight), q_bias(conv.bias), padding=1)
+    assert (reference - full).abs().max() <= 2.0**-11  # only the rounding to the activation grid
+
+
+def test_scale_table_is_consistent():
+    assert len(SCALES) == len(THRESHOLDS) + 1 and list(SCALES) == sorted(SCALES)
+    logs = torch.log(torch.tensor(SCALES, dtype=torch.float64))
+    idx = scale_index(logs[None, :, None, None], torch.zeros(1, len(SCALES), 1, 1, dtype=torch.long))
+    assert idx.ravel().tolist() == list(range(len(SCALES)))
+
+
+def test_records_decode_identically_alone_and_in_batches(hyper_base):
+    x = _images(6, 16, 16, seed=100).float() / 255
+    recs, _ = encode_learned(hyper_base, x, level=4, refine_steps=0)
+    together = read_fields(recs, hyper_base)
+    for i, r in enumerate(recs):
+        alone = ndf.read_field(r, hyper_base)
+        assert torch.equal(alone.latents["y"], together[i].latents["y"])
+
+
+# ----------------------------------------------------------------------------- round trips
+
+
+def test_round_trip_levels_labels_and_sizes(hyper_base):
+    x = _images(4, 16, 16, seed=7).float() / 255
+    rates = []
+    for level in (0, 7):
+        recs, rep = encode_learned(hyper_base, x, level=level, labels=[3, None, 1, 9], refine_steps=0)
+        fields = read_fields(recs, hyper_base)
+        assert [f.label for f in fields] == [3, None, 1, 9]
+        out = render_fields(fields)
+        mse = ((out - x) ** 2).flatten(1).mean(1)
+        assert np.allclose(10 * torch.log10(1 / mse).numpy(), rep.psnr, atol=1e-3)
+        assert rep.nbytes == [len(r) for r in recs]
+        rates.append(np.mean(rep.nbytes))
+        assert render_fields(fields, size=8).shape == (4, 3, 8, 8)  # box-filtered features
+        assert render_fields(fields, size=(40, 24)).shape == (4, 3, 40, 24)
+    assert rates[1] > rates[0]  # a higher level costs more bytes
+
+
+def test_any_image_size_and_header_bytes(hyper_base):
+    img = make_image(13, 21, 3, seed=3)  # not multiples of 8: coded padded, size in the record
+    blob = ndf.encode(img, base=hyper_base, level=5, label=2)
+    assert blob[0] == 0xC1
+    assert ndf.decode(blob, base=hyper_base).shape == (3, 13, 21)
+    info = ndf.inspect(blob, base=hyper_base)
+    assert (info["height"], info["width"], info["label"], info["verified"]) == (13, 21, 2, True)
+    square = ndf.encode(make_image(16, 16, 3, seed=4), base=hyper_base, level=5, label=2)
+    # container: tag, base tag, level/flags, 1-byte label, CRC-32 = 8 bytes around the stream
+    assert ndf.inspect(square, base=hyper_base)["payload_bytes"] == len(square) - 8
+
+
+def test_rate_control_meets_the_target_or_says_so(hyper_base):
+    x = _images(5, 16, 16, seed=20)
+    top = encode_learned(hyper_base, x.float() / 255, level=7, refine_steps=0)[1].psnr
+    target = float(np.median(top)) - 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        blobs, rep = ndf.encode_batch(list(x.permute(0, 2, 3, 1).numpy()), psnr=target, base=hyper_base, return_report=True)
+    assert all(p >= target for p in rep.psnr) and not rep.unreachable
+    assert all(lv == 0 or lv < 7 for lv in rep.levels)
+    with pytest.warns(UserWarning, match="can not reach 90.0 dB"):
+        _, rep = ndf.encode_batch(list(x.permute(0, 2, 3, 1).numpy()), psnr=90.0, base=hyper_base, return_report=True)
+    assert rep.unreachable == [0, 1, 2, 3, 4] and rep.levels == [7] * 5
+
+
+def test_refinement_never_makes_the_coded_loss_worse(hyper_base):
+    x = _images(4, 16, 16, seed=30).float() / 255
+    _, plain = encode_learned(hyper_base, x, level=3, refine_steps=0)
+    _, refined = encode_learned(hyper_base, x, level=3, refine_steps=6)
+    assert refined.levels == plain.levels
+    assert np.isfinite(refined.psnr).all()
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_wrong_base_and_damage_are_errors(hyper_base):
+    other = train_base(_images(16, 16, 16, seed=50), TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=2, batch_size=8, seed=9), progress=False)
+    blob = ndf.encode(make_image(16, 16, 3, seed=5), base=hyper_base, level=2)
+    with pytest.raises((ndf.NDFBaseError, ndf.NDFChecksumError)):
+        ndf.decode(blob, base=other)
+    with pytest.raises(ndf.NDFBaseError, match="needs the shared base"):
+        ndf.decode(blob)
+    for i in range(len(blob)):  # every single-byte change is detected
+        bad = bytearray(blob)
+        bad[i] ^= 0x10
+        with pytest.raises(ndf.NDFError):
+            ndf.decode(bytes(bad), base=hyper_base)
+    for n in range(len(blob)):
+        with pytest.raises(ndf.NDFError):
+            ndf.decode(blob[:n], base=hyper_base)
+    with pytest.raises(ndf.NDFVersionError, match="version 2"):
+        ndf.decode(b"\xc2" + blob[1:], base=hyper_base)
+
+
+def test_limits_bound_what_a_record_declares(hyper_base):
+    from ndf_datasets.codec.record import write_record
+
+    import struct
+    import zlib
+
+    from ndf_datasets.codec.format import _uvarint
+
+    big = write_record(hyper_base.hash, 1, b"\x00" * 8, size=(8000, 8000))  # allowed, but too many symbols
+    with pytest.raises(ndf.NDFLimitError, match="max_symbols"):
+        ndf.decode(big, base=hyper_base)
+    body = bytes((0xC1, hyper_base.hash[0], 0x81)) + _uvarint(16000) + _uvarint(16000) + b"\x00" * 8
+    huge = body + struct.pack("<I", zlib.crc32(body, zlib.crc32(hyper_base.hash)))  # a hand-made header over max_pixels
+    with pytest.raises(ndf.NDFLimitError, match="max_pixels"):
+        ndf.decode(huge, base=hyper_base)
+    over = write_record(hyper_base.hash, 40, b"\x00" * 8)
+    with pytest.raises(ndf.NDFFormatError, match="rate level 40"):
+        ndf.decode(over, base=hyper_base)
+
+
+def test_random_streams_decode_to_bounded_pixels_or_errors(hyper_base):
+    from ndf_datasets.codec.record import write_record
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        blob = write_record(hyper_base.hash, int(rng.integers(0, 8)), rng.bytes(int(rng.integers(0, 60))))
+        try:
+            x = ndf.decode(blob, base=hyper_base)
+        except ndf.NDFError:
+            continue
+        assert torch.isfinite(x).all() and float(x.min()) >= 0 and float(x.max()) <= 1
+
+
+# ----------------------------------------------------------------------------- pixel-context
+
+
+def test_pixel_context_is_lossless_at_the_top_level_and_bounded_below(pixel_base):
+    x8 = _digits(6, seed=99)
+    x = x8.float() / 255
+    sizes = []
+    for level, k in enumerate(LEVEL_K):
+        recs, rep = encode_learned(pixel_base, x, level=level)
+        out = (render_fields(read_fields(recs, pixel_base)) * 255).round()
+        err = (out - x8.float()).abs().max().item()
+        assert err <= 255 / (2 * k) + 0.5
+        assert torch.equal(out[x8 == 0], torch.zeros_like(out[x8 == 0]))  # black stays exactly black
+        sizes.append(np.mean(rep.nbytes))
+    assert torch.equal(out.to(torch.uint8), x8)  # level 14: lossless
+    assert sizes[-1] > sizes[0]
+    recs, rep = encode_learned(pixel_base, x, psnr=40.0)
+    assert all(p >= 40.0 for p in rep.psnr)
+
+
+def test_pixel_context_any_output_size(pixel_base):
+    blob = ndf.encode(_digits(1, seed=5)[0, 0].numpy(), base=pixel_base, psnr=45.0, label=7)
+    assert ndf.decode(blob, base=pixel_base, size=8).shape == (1, 8, 8)
+    assert ndf.decode(blob, base=pixel_base, size=32).shape == (1, 32, 32)
+    assert ndf.inspect(blob, base=pixel_base)["label"] == 7
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_training_resumes_bit_for_bit(tmp_path, monkeypatch):
+    import ndf_datasets.codec.training as training
+
+    imgs = _images(32, 16, 16, seed=60)
+
+    def settings():
+        return TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=12, batch_size=8, warmup=3)
+
+    straight = train_base(imgs, settings(), checkpoint_dir=tmp_path / "a", progress=False)
+    calls = {"n": 0}
+    real = training._loss
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(training, "_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_base(imgs, settings(), checkpoint_dir=tmp_path / "b", checkpoint_minutes=0, progress=False)
+    monkeypatch.setattr(training, "_loss", real)
+    resumed = train_base(imgs, settings(), checkpoint_dir=tmp_path / "b", progress=False)
+    assert resumed.to_bytes() == straight.to_bytes()
+    again = base_from_checkpoint(tmp_path / "b" / "ckpt.pt", 16, 16, 3)
+    assert again.hash == resumed.hash
+    with pytest.raises(ValueError, match="other settings"):
+        train_base(imgs, TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=13, batch_size=8), checkpoint_dir=tmp_path / "b", progress=False)

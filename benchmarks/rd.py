@@ -2,6 +2,7 @@
 
     python -m benchmarks.rd cifar --bases b1.ndfbase b2.ndfbase --count 1000 --steps 20 \
         --out benchmarks/out/rd_cifar
+    python -m benchmarks.rd cifar --learned cifar10 --count 1000      # a learned (zoo) base, fixed levels
 
 For each codec and quality: bytes per image (every header included), bits per pixel and PSNR
 (RGB or gray, 8-bit). For NDF records the shared base's bytes are reported separately (and
@@ -103,6 +104,56 @@ def ndf_points(
     return rows
 
 
+def learned_points(images: torch.Tensor, bases: list[Path], levels: list[int], refine_steps: int, dataset_size: int) -> list[dict]:
+    """One row per (learned base, rate level): compact records at a fixed level, decoded, measured
+    (PSNR on the 8-bit decoded pixels, like the classic codecs)."""
+    rows = []
+    x = images.float() / 255
+    pixels = images.shape[2] * images.shape[3]
+    ref = images.permute(0, 2, 3, 1).numpy()
+    for path in bases:
+        base = ndf.load_base(str(path))
+        top = base.arch.levels - 1
+        for level in sorted({min(top, lv) for lv in levels}):
+            t0 = time.perf_counter()
+            recs = ndf.encode_batch(list(x), base=base, level=level, refine_steps=refine_steps, batch_size=500)
+            enc_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            dec = ndf.decode_batch(recs, base=base)
+            dec_s = time.perf_counter() - t0
+            got = (dec * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+            mean_bytes = float(np.mean([len(r) for r in recs]))
+            base_bytes = len(base.to_bytes())
+            rows.append({
+                "codec": "NDF", "setting": f"{Path(str(path)).stem} level {level}", "bytes": mean_bytes,
+                "bpp": 8 * mean_bytes / pixels, "psnr": float(np.mean([_psnr_u8(a, b) for a, b in zip(got, ref)])),
+                "base_bytes": base_bytes, "base_bytes_per_image": base_bytes / dataset_size,
+                "fit_img_per_s": len(recs) / enc_s, "decode_img_per_s": len(recs) / dec_s,
+                "macs_per_pixel": base.arch.macs_per_pixel(),
+            })
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def bytes_at(points: list[tuple[float, float]], target: float) -> float | None:
+    """Bytes at ``target`` dB on a curve of (bytes, psnr) points: log-bytes interpolated
+    linearly in PSNR between the two points around it (``None`` outside the curve)."""
+    pts = sorted((p, b) for b, p in points if np.isfinite(p))
+    for (p0, b0), (p1, b1) in zip(pts, pts[1:]):
+        if p0 <= target <= p1 and p1 > p0:
+            return float(np.exp(np.log(b0) + (np.log(b1) - np.log(b0)) * (target - p0) / (p1 - p0)))
+    return None
+
+
+#: Published / measured anchors (CIFAR-10 test; COIN++ repository results and papers), bytes per image.
+ANCHORS = {
+    "BMS hyperprior": [(267, 34.0), (483, 40.0)],
+    "BPG 4:4:4": [(280, 33.3), (552, 40.0)],
+    "COIN++": [(281, 30.5)],
+    "Cheng 2020": [(280, 37.2), (372, 40.0)],
+}
+
+
 def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> float | None:
     """Bjontegaard delta rate (%) of ``test`` vs ``anchor``; points are (bytes, psnr).
 
@@ -123,7 +174,7 @@ def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) 
     return float((np.exp((it - ia) / (hi - lo)) - 1) * 100)
 
 
-def report(rows: list[dict], out: Path, title: str) -> str:
+def report(rows: list[dict], out: Path, title: str, anchors: dict | None = None) -> str:
     out.mkdir(parents=True, exist_ok=True)
     (out / "rd.json").write_text(json.dumps(rows, indent=1))
     lines = [f"### {title}", "", "| codec | setting | B/img | bpp | PSNR dB | notes |", "|---|---|---|---|---|---|"]
@@ -138,6 +189,11 @@ def report(rows: list[dict], out: Path, title: str) -> str:
         if np.isfinite(r["psnr"]):
             curves.setdefault(r["codec"], []).append((r["bytes"], r["psnr"]))
     if "NDF" in curves:
+        for target in (34.0, 40.0):
+            for codec, pts in curves.items():
+                b = bytes_at(pts, target)
+                if b is not None:
+                    lines.append(f"- {codec} at {target:.0f} dB: {b:.0f} B/img")
         lines += ["", "BD-rate of NDF (negative = smaller files at equal PSNR):", ""]
         for codec, pts in curves.items():
             if codec != "NDF":
@@ -155,6 +211,9 @@ def report(rows: list[dict], out: Path, title: str) -> str:
         for codec, pts in curves.items():
             pts = sorted(pts)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=codec)
+        if anchors:
+            for (name, pts), marker in zip(anchors.items(), "s^vDP"):
+                ax.plot([b for b, _ in pts], [p for _, p in pts], marker, linestyle=":", label=f"{name} (published)")
         ax.set_xlabel("bytes per image (all headers)")
         ax.set_ylabel("PSNR (dB)")
         ax.set_title(title)
@@ -177,6 +236,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--psnr", type=float, default=None, help="PSNR target for NDF encoding (default: the base's lambda)")
     p.add_argument("--lmbda-scales", type=float, nargs="+", default=[1.0], help="refinement lambda = scale * base lambda")
+    p.add_argument("--learned", nargs="*", default=[], help="learned bases (paths or zoo names): points at fixed rate levels")
+    p.add_argument("--levels", type=int, nargs="+", default=[0, 8, 16, 24, 32, 40, 48, 56, 63])
+    p.add_argument("--refine-steps", type=int, default=8)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     if args.dataset == "cifar":
@@ -187,7 +249,9 @@ def main() -> None:
         size = 70000
     rows = classic_points(x.permute(0, 2, 3, 1).numpy())
     rows += ndf_points(x, args.bases, args.steps, args.psnr, size, args.lmbda_scales)
-    print(report(rows, args.out or Path(f"benchmarks/out/rd_{args.dataset}"), f"{args.dataset} test 0-{len(x) - 1}"))
+    rows += learned_points(x, args.learned, args.levels, args.refine_steps, size)
+    anchors = ANCHORS if args.dataset == "cifar" else None
+    print(report(rows, args.out or Path(f"benchmarks/out/rd_{args.dataset}"), f"{args.dataset} test 0-{len(x) - 1}", anchors))
 
 
 if __name__ == "__main__":

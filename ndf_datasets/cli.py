@@ -7,6 +7,8 @@ Examples::
     ndf info kodim23.ndf
     ndf demo -o demo_out                                    # encode a bundled image, decode at 3 sizes
     ndf convert raw/mnist out/mnist --psnr 30               # a dataset -> base + WebDataset shards (resumable)
+    ndf convert raw/mnist out/mnist-pq --format parquet     # ... or Parquet shards for HF datasets
+    ndf info out/mnist                                      # a converted dataset: bytes on disk per image
     ndf encode photo.png --base natural --psnr 36           # a compact record of a zoo base
     ndf train-base raw/cifar-10-batches-py c10.ndfbase      # train a learned base (hours; resumable)
 
@@ -134,7 +136,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     result = convert(
         src,
         args.out,
-        layout=args.layout,
+        layout=args.format,
+        members=["ndf", *args.members.split(",")] if args.members else ["ndf"],
+        compress=not args.no_compress,
         psnr=args.psnr,
         steps=args.steps,
         seed=args.seed,
@@ -181,7 +185,14 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("src", nargs="+", help="source folder or URL (or several image files)")
     c.add_argument("out", help="output folder or URL (s3://bucket/prefix)")
-    c.add_argument("--layout", choices=["webdataset", "files"], default="webdataset", help="output layout")
+    c.add_argument("--format", "--layout", dest="format", choices=["webdataset", "parquet", "files"], default="webdataset",
+                   help="output layout: WebDataset tar shards (default), Parquet shards (HF datasets), or one .ndf "
+                   "file per image in class folders (NDFImageFolder); --layout is the older name")  # fmt: skip
+    c.add_argument("--members", default=None,
+                   help="per-sample extras besides the record: cls, json or cls,json (default: none, the label is "
+                   "inside the record)")  # fmt: skip
+    c.add_argument("--no-compress", action="store_true",
+                   help="plain .tar shards instead of .tar.gz (uncompressed Parquet pages)")  # fmt: skip
     c.add_argument("--psnr", type=float, default=30.0, help="target PSNR of the records in dB (default 30)")
     c.add_argument("--steps", type=int, default=20, help="maximum refinement steps per record (default 20)")
     c.add_argument("--seed", type=int, default=0)

@@ -30,7 +30,7 @@ from .exact import SCALE_MIN
 from .fields.hyper import HyperField, export_tables
 from .fields.hyper_net import TRAINING_ONLY, HyperConfig, HyperNet, gauss_bits
 from .fields.pixel import PixelContext
-from .fields.pixel_net import LEVEL_K, PixelConfig, PixelNet, training_bits
+from .fields.pixel_net import LEVEL_K, PixelConfig, PixelNet, dequantise, level_k, quantise, training_bits
 from .shared import SharedBase
 
 __all__ = ["TrainSettings", "train_base", "base_from_checkpoint"]
@@ -182,8 +182,12 @@ def train_base(
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
     on_eval: Callable[[int, dict[str, Any]], None] | None = None,
+    init_checkpoint: str | os.PathLike | None = None,
 ) -> SharedBase:
     """Train a learned base on ``N x C x H x W`` uint8 images; resume from ``checkpoint_dir`` if it holds one.
+
+    ``init_checkpoint``: start a new run from another run's weights (fine-tuning; the optimiser
+    and the schedule start afresh). Ignored when resuming.
 
     Raises:
         ValueError: images of the wrong type, or a checkpoint written for other settings.
@@ -200,6 +204,7 @@ def train_base(
     opt = torch.optim.Adam(run.net.parameters(), lr=settings.lr)
     step = 0
     ckpt = None
+    init_from = init_checkpoint
     if checkpoint_dir is not None:
         ckpt = Path(checkpoint_dir) / "ckpt.pt"
         ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +218,12 @@ def train_base(
             opt.load_state_dict(state["opt"])
             step = int(state["step"])
             torch.set_rng_state(state["rng"])
+            init_checkpoint = None
+    if init_checkpoint is not None:
+        run.net.load_state_dict(_load(Path(init_checkpoint))["model"])
     meta = {"train_images": int(n), "size": [height, width], "arch": settings.arch, **(metadata or {}), "settings": settings.key()}
+    if init_from is not None:
+        meta["init_checkpoint"] = os.fspath(init_from)
     log = open(Path(checkpoint_dir) / "log.jsonl", "a") if checkpoint_dir is not None else None
     bar = _progress(progress, settings.steps, step)
     last_ckpt = time.time()
@@ -231,7 +241,7 @@ def train_base(
             step += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(bpp=f"{bpp:.3f}", psnr=f"{psnr:.2f}", refresh=False)
+                bar.set_postfix(bpp=f"{bpp:.3f}", **({} if math.isnan(psnr) else {"psnr": f"{psnr:.2f}"}), refresh=False)
             if eval_images is not None and (step % eval_every == 0 or step == settings.steps):
                 rows = evaluate(run, eval_images, device)
                 if log is not None:
@@ -269,8 +279,11 @@ def evaluate(run: _Run, images: torch.Tensor, device: torch.device) -> list[dict
     x8 = images.to(device)
     if run.settings.arch == "pixel-context":
         for lv in range(len(LEVEL_K)):
-            bits = training_bits(net, x8, torch.full((x8.shape[0],), lv, device=device))
-            rows.append({"level": lv, "bytes": float(bits.mean()) / 8 + 8})
+            levels = torch.full((x8.shape[0],), lv, device=device)
+            bits = training_bits(net, x8, levels)
+            k = level_k(levels).to(device)
+            mse = ((dequantise(quantise(x8, k), k).float() - x8.float()) ** 2).flatten(1).mean(1).clamp(min=1e-12)
+            rows.append({"level": lv, "bytes": float(bits.mean()) / 8 + 8, "psnr": float((10 * torch.log10(255**2 / mse)).clamp(max=120).mean())})
     else:
         x = x8.float() / 255
         cfg = net.cfg

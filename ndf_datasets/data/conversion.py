@@ -1,4 +1,4 @@
-"""Convert an image dataset into NDF records: one shared base plus WebDataset shards or files.
+"""Convert an image dataset into NDF records: one shared base plus WebDataset or Parquet shards, or files.
 
 ``convert(SRC, OUT)`` (and ``ndf convert SRC OUT``) reads a source (see
 :mod:`ndf_datasets.data.sources`: MNIST / CIFAR-10 raw copies, ImageFolder trees, file lists,
@@ -8,13 +8,20 @@ every split as records of that base. Output (``OUT`` is a folder or an ``s3://``
     OUT/
     ├── ndf_convert.json             the job: settings + source; written first, checked on resume
     ├── <hash>.ndfbase               the shared base
-    ├── train-000000.tar ...         WebDataset shards: 000000.ndf 000000.cls 000000.json ...
+    ├── train-000000.tar.gz ...      WebDataset shards (the default): 000000.ndf 000001.ndf ... gzipped
     ├── stats/train-000000.json      per-shard keys, labels, PSNR and bytes of every image
-    └── ndf_dataset.json             the manifest; written last
+    └── ndf_dataset.json             the manifest (layout, counts, footprint ...); written last
 
-With ``layout="files"`` the records are ``OUT/<split>/<class>/<key>.ndf`` (the layout
-:class:`~ndf_datasets.integrations.torchvision.NDFImageFolder` reads, with a copy of the
-base in each ``OUT/<split>/``) instead of shards.
+The layouts (``layout=``, ``ndf convert --format``), each a standard its ecosystem reads:
+
+* ``"webdataset"`` (default): tar shards with one ``<key>.ndf`` member per sample (the label
+  is inside the record), gzip-compressed: ``<split>-NNNNNN.tar.gz``. ``members=("ndf", "cls",
+  "json")`` adds ``.cls`` / ``.json`` members; ``compress=False`` writes plain ``.tar``.
+* ``"parquet"``: ``<split>-NNNNNN.parquet`` with ``image`` (``NDFImage``), ``label``, ``key``
+  columns and the features in the schema metadata (:mod:`.parquet`), for HF ``datasets``.
+* ``"files"``: ``OUT/<split>/<class>/<key>.ndf`` (the layout
+  :class:`~ndf_datasets.integrations.torchvision.NDFImageFolder` reads, with a copy of the
+  base in each ``OUT/<split>/``).
 
 **Resumable.** A shard's bytes depend only on its own images and the settings (each shard is
 fitted by its own :func:`~ndf_datasets.encode_batch` calls with a fixed seed) and every file
@@ -49,6 +56,7 @@ from .job import (  # noqa: F401 (re-exported: the names ndf_datasets.convert ha
     JOB_FILE,
     LAYOUTS,
     MANIFEST,
+    MEMBER_CHOICES,
     STATS_DIR,
     UNLABELLED,
     ConvertResult,
@@ -65,6 +73,10 @@ from .sources import Source, open_source
 from .units import _encode_unit, _finished, _Progress
 
 __all__ = ["convert", "ConvertResult", "ConvertSettings", "JOB_FILE", "MANIFEST", "STATS_DIR", "LAYOUTS"]
+
+
+def _member_order(member: str) -> int:
+    return MEMBER_CHOICES.index(member) if member in MEMBER_CHOICES else len(MEMBER_CHOICES)
 
 
 def _train_split(source: Source, splits: Sequence[str]) -> str:
@@ -139,6 +151,8 @@ def convert(
     out: str | os.PathLike,
     *,
     layout: str = "webdataset",
+    members: Sequence[str] = ("ndf",),
+    compress: bool = True,
     psnr: float | None = 30.0,
     steps: int | None = 20,
     seed: int = 0,
@@ -174,7 +188,11 @@ def convert(
         src: a raw MNIST / CIFAR-10 copy, an ImageFolder root (local or fsspec URL), a list
             of image files, or an opened :class:`~ndf_datasets.data.sources.Source`.
         out: output folder or URL (``s3://bucket/prefix``).
-        layout: ``"webdataset"`` (tar shards) or ``"files"`` (``OUT/<split>/<class>/<key>.ndf``).
+        layout: ``"webdataset"`` (tar shards), ``"parquet"`` (Parquet shards) or ``"files"``
+            (``OUT/<split>/<class>/<key>.ndf``); see the module docstring.
+        members: what a sample holds besides its record: ``("ndf",)`` (default, compact), or
+            with ``"cls"`` and/or ``"json"`` (WebDataset members; a ``json`` column in Parquet).
+        compress: gzip tar shards (``.tar.gz``) / zstd Parquet pages (``False``: uncompressed).
         psnr, steps, seed, device, early_stop: record fitting (see :func:`~ndf_datasets.encode_batch`).
         batch_size: images per ``encode_batch`` call.
         shard_size: images per shard.
@@ -207,10 +225,12 @@ def convert(
     t0 = time.time()
     given = load_base(os.fspath(base)) if isinstance(base, (str, os.PathLike)) else base
     settings = ConvertSettings(
-        layout, None if psnr is None else float(psnr), steps, int(seed), str(device), int(batch_size), int(shard_size),
-        max_images, tuple(splits) if splits is not None else None, mode, bool(early_stop),
-        given.hash.hex() if given is not None else None, base_arch, int(base_epochs), int(base_batch_size), base_max_images,
-        float(base_lmbda),
+        layout=layout, members=tuple(sorted(set(members), key=_member_order)), compress=bool(compress),
+        psnr=None if psnr is None else float(psnr), steps=steps, seed=int(seed), device=str(device),
+        batch_size=int(batch_size), shard_size=int(shard_size), max_images=max_images,
+        splits=tuple(splits) if splits is not None else None, mode=mode, early_stop=bool(early_stop),
+        base=given.hash.hex() if given is not None else None, base_arch=base_arch, base_epochs=int(base_epochs),
+        base_batch_size=int(base_batch_size), base_max_images=base_max_images, base_lmbda=float(base_lmbda),
     )  # fmt: skip
     settings.check()
     rank, world, local = env_world() if distributed is not False else (0, 1, 0)

@@ -22,7 +22,7 @@ from ..codec import BASE_SUFFIX, is_url
 from ._store import Store
 from .sources import Source
 
-__all__ = ["ConvertResult", "ConvertSettings", "JOB_FILE", "MANIFEST", "STATS_DIR", "LAYOUTS", "UNLABELLED"]
+__all__ = ["ConvertResult", "ConvertSettings", "JOB_FILE", "MANIFEST", "STATS_DIR", "LAYOUTS", "MEMBER_CHOICES", "UNLABELLED"]
 
 #: the job file: written first, compared on resume
 JOB_FILE = "ndf_convert.json"
@@ -30,12 +30,17 @@ JOB_FILE = "ndf_convert.json"
 MANIFEST = "ndf_dataset.json"
 #: folder of the per-shard statistics files
 STATS_DIR = "stats"
-#: output layouts: WebDataset shards, or one ``.ndf`` file per image in class folders
-LAYOUTS = ("webdataset", "files")
+#: output layouts: WebDataset shards, Parquet shards (HF ``datasets``), or one ``.ndf`` file per image in class folders
+LAYOUTS = ("webdataset", "parquet", "files")
+#: per-sample members / columns beyond the record that a layout can be asked for (``.cls``, ``.json``)
+MEMBER_CHOICES = ("ndf", "cls", "json")
+#: the file suffix of a shard, by layout and compression
+SHARD_SUFFIX = {("webdataset", True): ".tar.gz", ("webdataset", False): ".tar", ("parquet", True): ".parquet",
+                ("parquet", False): ".parquet"}  # fmt: skip
 #: class folder of unlabelled images in the ``files`` layout
 UNLABELLED = "unlabeled"
 
-_SHARD = re.compile(r"[A-Za-z0-9_]+-\d+\.tar")
+_SHARD = re.compile(r"[A-Za-z0-9_]+-\d+\.(?:tar|tar\.gz|parquet)")
 _MAX_SHARD_BYTES = 1 << 32
 
 
@@ -44,7 +49,12 @@ class ConvertSettings:
     """Everything that changes the output bytes (recorded in the job file and the manifest).
 
     Attributes:
-        layout: ``"webdataset"`` or ``"files"``.
+        layout: ``"webdataset"`` (tar shards), ``"parquet"`` (Parquet shards) or ``"files"``.
+        members: what each sample holds besides the record: ``("ndf",)`` (the compact
+            default: the label is inside the record) or with ``"cls"`` / ``"json"`` (WebDataset
+            members ``<key>.cls`` / ``<key>.json``; a ``json`` column in Parquet, whose
+            ``label`` and ``key`` columns are always there).
+        compress: gzip the tar shards (``.tar.gz``); zstd pages in Parquet.
         psnr: target PSNR of the records in dB.
         steps: maximum fitting steps per record (``None``: the codec's default).
         seed: fitting seed (the same for every shard).
@@ -65,6 +75,8 @@ class ConvertSettings:
     """
 
     layout: str = "webdataset"
+    members: tuple[str, ...] = ("ndf",)
+    compress: bool = True
     psnr: float | None = 30.0
     steps: int | None = 20
     seed: int = 0
@@ -85,7 +97,9 @@ class ConvertSettings:
     def check(self) -> None:
         """Raise ``ValueError`` for an invalid setting."""
         if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+            raise ValueError(f"layout (--format) must be one of {LAYOUTS}, got {self.layout!r}")
+        if "ndf" not in self.members or any(m not in MEMBER_CHOICES for m in self.members):
+            raise ValueError(f"members must include 'ndf' and be among {MEMBER_CHOICES}, got {self.members}")
         for name in ("batch_size", "shard_size", "base_epochs", "base_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -98,7 +112,13 @@ class ConvertSettings:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["splits"] = list(self.splits) if self.splits is not None else None
+        d["members"] = list(self.members)
         return d
+
+    @property
+    def shard_suffix(self) -> str:
+        """The file suffix of this layout's shards (``""`` for the ``files`` layout)."""
+        return SHARD_SUFFIX.get((self.layout, bool(self.compress)), "")
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """What a conversion reports: the per-unit statistics files and the manifest (written last).
 
-``OUT/stats/<unit>.json`` lists the keys, labels, PSNR and bytes of every record of a unit;
-``OUT/ndf_dataset.json`` (:data:`~ndf_datasets.data.job.MANIFEST`) sums them up per split,
-with the base, the settings and the source, and is what the loaders read.
+``OUT/stats/<unit>.json`` lists the keys, labels, PSNR (measured by the conversion on the
+decoded records) and bytes of every record of a unit; ``OUT/ndf_dataset.json``
+(:data:`~ndf_datasets.data.job.MANIFEST`) sums them up per split, with the layout, the base,
+the settings, the source and the **footprint** (bytes on disk per image, split into records,
+containers and base), and is what the loaders read.
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..codec import SharedBase, base_filename
-from ..codec import format as fmt
 from ._store import Store
-from .job import ConvertSettings, _Unit, _versions
+from .job import JOB_FILE, ConvertSettings, _Unit, _versions
 from .sources import Source
 
 
-def _stats(unit: _Unit, blobs: Sequence[bytes], labels: Sequence[int | None], extra: dict[str, Any]) -> dict[str, Any]:
-    """The statistics file of a unit (a pure function of its records)."""
-    psnrs = [fmt.parse(b, f"{unit.name}/{i}").fit_psnr for i, b in enumerate(blobs)]
+def _stats(
+    unit: _Unit, blobs: Sequence[bytes], labels: Sequence[int | None], psnrs: Sequence[float], extra: dict[str, Any]
+) -> dict[str, Any]:
+    """The statistics file of a unit (a pure function of its records and their measured PSNR)."""
     return {
         "name": unit.name,
         "split": unit.split,
@@ -30,7 +32,7 @@ def _stats(unit: _Unit, blobs: Sequence[bytes], labels: Sequence[int | None], ex
         "count": len(blobs),
         "keys": [f"{i:06d}" for i in range(unit.start, unit.stop)],
         "labels": list(labels),
-        "psnr": psnrs,
+        "psnr": list(psnrs),
         "bytes": [len(b) for b in blobs],
         **extra,
     }
@@ -80,18 +82,23 @@ def _manifest(
             "bytes": {**_summary(nbytes), "total": int(sum(nbytes))},
             "shard_stats": entries,
         }
-        if settings.layout == "webdataset":
+        if settings.layout != "files":
             info["shards"] = [e["shard"] for e in entries]
         else:
             info["root"] = split
         splits[split] = info
         all_psnr += psnr
         all_bytes += nbytes
+    base_bytes = len(base.to_bytes())
+    metadata = sum(len(store.read(u.stats_name, limit=1 << 28) or b"") for u in units) + len(store.read(JOB_FILE) or b"")
+    data = sum(e.get("shard_bytes", e["bytes"]) for info in splits.values() for e in info["shard_stats"])
     return {
         "name": name,
-        "format": "ndf-webdataset" if settings.layout == "webdataset" else "ndf-imagefolder",
-        "version": 1,
+        "format": _FORMATS[settings.layout],
+        "version": 2,
         "layout": settings.layout,
+        "members": list(settings.members) if settings.layout != "files" else ["ndf"],
+        "compression": _compression(settings),
         "classes": list(source.classes),
         "base": base_filename(base.hash),
         "base_hash": base.hash.hex(),
@@ -103,7 +110,38 @@ def _manifest(
             "bytes": {**_summary(all_bytes), "total": int(sum(all_bytes))},
             "bpp": round(8.0 * float(np.mean(all_bytes)) / pixels, 4) if all_bytes and pixels else 0.0,
         },
+        "footprint": footprint(len(all_bytes), int(sum(all_bytes)), data, base_bytes, metadata),
         "build": settings.to_json(),
         "source": source.describe(),
         "versions": _versions(),
+    }
+
+
+_FORMATS = {"webdataset": "ndf-webdataset", "parquet": "ndf-parquet", "files": "ndf-imagefolder"}
+
+
+def _compression(settings: ConvertSettings) -> str | None:
+    if settings.layout == "files" or not settings.compress:
+        return None
+    return "gzip" if settings.layout == "webdataset" else "zstd"
+
+
+def footprint(images: int, records: int, data: int, base: int, metadata: int) -> dict[str, Any]:
+    """Bytes on disk, total and per image: records, containers (shard bytes around them), base, metadata.
+
+    Args:
+        images: number of images.
+        records: bytes of all records.
+        data: bytes of the files that hold them (the shards; the record files in the
+            ``files`` layout, where file-system blocks are not counted: ``ndf info`` adds them).
+        base: bytes of the shared base (stored once).
+        metadata: bytes of the statistics and job files (the manifest itself not included).
+    """
+    per = (lambda v: round(v / images, 2)) if images else (lambda v: 0.0)
+    bytes_ = {"records": records, "containers": data - records, "data": data, "base": base, "metadata": metadata}
+    return {
+        "images": images,
+        "bytes": bytes_,
+        "per_image": {k: per(v) for k, v in bytes_.items()},
+        "data_over_records": round(data / records, 4) if records else 0.0,
     }

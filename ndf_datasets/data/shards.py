@@ -1,20 +1,30 @@
-"""WebDataset tar shards of ``.ndf`` samples, written byte-for-byte reproducibly.
+"""WebDataset tar shards of ``.ndf`` samples, written byte-for-byte reproducibly, plain or gzip-compressed.
 
 A shard is a plain (USTAR) tar file whose members are grouped by sample key::
 
     000000.ndf   000000.cls   000000.json   000001.ndf   000001.cls ...
 
 ``<key>.ndf`` holds the image (a record or standalone field), ``<key>.cls`` its integer label
-in ASCII and ``<key>.json`` its metadata (UTF-8 JSON, sorted keys). Every tar header field
-that could vary between runs (mtime, uid, gid, user and group names, mode) is fixed, so the
-same samples always give the same bytes: a killed conversion can be resumed or split over
-processes and still produce files identical to a single uninterrupted run.
+in ASCII and ``<key>.json`` its metadata (UTF-8 JSON, sorted keys). The **compact** layout
+(what ``ndf convert`` writes by default) keeps only ``<key>.ndf``: the record already carries
+the label, under its CRC, and each extra member costs a 512-byte header plus padding; and it
+compresses the tar with gzip (``<split>-NNNNNN.tar.gz``), which turns the headers and the
+padding into a few bytes per sample and which ``tarfile``, WebDataset and every tar tool read
+natively. :data:`MEMBERS` lists the members a sample may have, :data:`COMPACT` the compact ones.
 
-Only the standard library's :mod:`tarfile` is used; reading never extracts to disk.
+Every tar header field that could vary between runs (mtime, uid, gid, user and group names,
+mode) is fixed, and so are the gzip header's (mtime 0, no file name) and the compression
+level, so the same samples always give the same bytes: a killed conversion can be resumed or
+split over processes and still produce files identical to a single uninterrupted run.
+
+Only the standard library's :mod:`tarfile` and :mod:`zlib` are used; reading never extracts
+to disk, and every reader goes through :func:`~ndf_datasets.data.tarcheck.open_verified`
+(tar headers, end-of-archive marker, and for ``.tar.gz`` the gzip CRC-32 and length).
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -24,12 +34,33 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..codec import LIMITS, NDFFormatError, NDFLimitError, open_url, write_atomic
-from .tarcheck import VerifiedTarStream
+from .gzcheck import GZIP_MAGIC, VerifiedGzipStream
+from .tarcheck import open_verified
 
-__all__ = ["Sample", "tar_bytes", "shard_bytes", "write_shard", "parse_shard", "iter_shard", "MEMBER"]
+__all__ = [
+    "Sample",
+    "tar_bytes",
+    "gzip_bytes",
+    "shard_bytes",
+    "write_shard",
+    "parse_shard",
+    "iter_shard",
+    "MEMBER",
+    "MEMBERS",
+    "COMPACT",
+    "SHARD_SUFFIXES",
+]
 
 #: WebDataset's member rule: the key is the path up to the first dot of the file name.
 MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+#: the members a sample can have, in shard order
+MEMBERS = ("ndf", "cls", "json")
+#: the members of the compact layout: the record alone (its label is inside it)
+COMPACT = ("ndf",)
+#: file-name suffixes of tar shards: plain, gzip-compressed
+SHARD_SUFFIXES = (".tar", ".tar.gz")
+#: gzip level of compressed shards (part of what makes them byte-reproducible)
+GZIP_LEVEL = 9
 
 _FIXED = {"mtime": 0, "uid": 0, "gid": 0, "uname": "", "gname": "", "mode": 0o644}
 
@@ -50,14 +81,19 @@ class Sample:
     label: int | None = None
     meta: dict[str, Any] | None = field(default=None)
 
-    def members(self) -> list[tuple[str, bytes]]:
-        """The ``(name, bytes)`` tar members of this sample, in shard order."""
+    def members(self, members: Sequence[str] = MEMBERS) -> list[tuple[str, bytes]]:
+        """The ``(name, bytes)`` tar members of this sample, in shard order.
+
+        Args:
+            members: which of :data:`MEMBERS` to write (``.ndf`` always; ``.cls`` and
+                ``.json`` when listed and the sample has a label / metadata).
+        """
         if not self.key or "." in self.key.rsplit("/", 1)[-1]:
             raise ValueError(f"sample key {self.key!r} must be non-empty and contain no '.'")
         out = [(f"{self.key}.ndf", bytes(self.ndf))]
-        if self.label is not None:
+        if self.label is not None and "cls" in members:
             out.append((f"{self.key}.cls", str(int(self.label)).encode("ascii")))
-        if self.meta is not None:
+        if self.meta is not None and "json" in members:
             out.append((f"{self.key}.json", json.dumps(self.meta, sort_keys=True).encode("utf-8")))
         return out
 
@@ -79,20 +115,38 @@ def tar_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def shard_bytes(samples: Sequence[Sample]) -> bytes:
-    """The bytes of a shard holding ``samples`` (see the module docstring for the layout)."""
-    return tar_bytes(m for s in samples for m in s.members())
+def gzip_bytes(data: bytes) -> bytes:
+    """``data`` gzip-compressed reproducibly (level :data:`GZIP_LEVEL`, mtime 0, no file name)."""
+    return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
 
 
-def write_shard(location: str, samples: Sequence[Sample], **storage_options: Any) -> None:
-    """Write a shard atomically: ``location`` never holds a partial tar.
+def shard_bytes(samples: Sequence[Sample], members: Sequence[str] = MEMBERS, compress: bool = False) -> bytes:
+    """The bytes of a shard holding ``samples`` (see the module docstring for the layout).
 
     Args:
-        location: local path or fsspec URL of the ``.tar`` file.
         samples: the samples, in order.
+        members: the members each sample gets (:data:`MEMBERS`; :data:`COMPACT`: ``.ndf`` only).
+        compress: gzip the tar (a ``.tar.gz`` shard).
+    """
+    bad = [m for m in members if m not in MEMBERS]
+    if bad or "ndf" not in members:
+        raise ValueError(f"members must include 'ndf' and be among {MEMBERS}, got {tuple(members)}")
+    tar = tar_bytes(m for s in samples for m in s.members(members))
+    return gzip_bytes(tar) if compress else tar
+
+
+def write_shard(
+    location: str, samples: Sequence[Sample], members: Sequence[str] = MEMBERS, compress: bool = False, **storage_options: Any
+) -> None:
+    """Write a shard atomically: ``location`` never holds a partial file.
+
+    Args:
+        location: local path or fsspec URL of the ``.tar`` (``.tar.gz`` with ``compress``) file.
+        samples: the samples, in order.
+        members, compress: as in :func:`shard_bytes`.
         storage_options: fsspec options for URLs.
     """
-    write_atomic(location, shard_bytes(samples), **storage_options)
+    write_atomic(location, shard_bytes(samples, members, compress), **storage_options)
 
 
 def parse_shard(data: bytes, source: str) -> list[tuple[str, dict[str, bytes]]]:
@@ -101,16 +155,25 @@ def parse_shard(data: bytes, source: str) -> list[tuple[str, dict[str, bytes]]]:
     The archive must re-serialise (with :func:`tar_bytes`) to exactly ``data``: a truncated
     file, trailing garbage or a tar written by another tool is refused.
 
+    A gzip-compressed shard (recognised by its first bytes) must be one complete gzip
+    stream (CRC-32 and length verified, nothing after it) holding such an archive.
+
     Args:
         data: the shard's bytes.
         source: name for error messages.
 
     Raises:
-        NDFFormatError: not a complete, canonical shard (the message says why).
+        NDFFormatError: not a complete, canonical shard (the message says why;
+            :class:`~ndf_datasets.codec.errors.NDFShardError` for damaged gzip data).
 
     Returns:
         ``(key, {extension: bytes})`` per sample, in order.
     """
+    if data[: len(GZIP_MAGIC)] == GZIP_MAGIC:
+        stream = VerifiedGzipStream(io.BytesIO(data), source)
+        data = stream.read()
+        if stream.members != 1:
+            raise NDFFormatError(f"a compressed shard holds one gzip member, this one {stream.members}", source=source)
     members: list[tuple[str, bytes]] = []
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
@@ -142,7 +205,7 @@ def _group(members: Iterable[tuple[str, bytes]], source: str) -> list[tuple[str,
 
 
 def iter_shard(url: str, storage_options: dict | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield ``(key, {extension: bytes})`` for each sample of a WebDataset tar shard, streaming.
+    """Yield ``(key, {extension: bytes})`` for each sample of a WebDataset tar shard (``.tar`` or ``.tar.gz``), streaming.
 
     Members that are not regular files or whose names have no ``key.extension`` form are
     skipped (WebDataset does the same).
@@ -155,14 +218,15 @@ def iter_shard(url: str, storage_options: dict | None = None) -> Iterator[tuple[
         NDFFormatError: the shard is not a readable tar file (named by its URL).
         NDFLimitError: a member larger than ``LIMITS['max_file_bytes']``.
         NDFShardError: a tar header with a bad checksum, or the shard ends before its
-            end-of-archive marker (Python's tarfile would end the shard there silently); the
-            samples before the damage are yielded first.
+            end-of-archive marker (Python's tarfile would end the shard there silently), or
+            damaged gzip data / trailer in a ``.tar.gz``; the samples before the damage are
+            yielded first.
     """
     key, parts = None, {}
     try:
         with (
             open_url(url, "rb", **(storage_options or {})) as raw,
-            tarfile.open(fileobj=VerifiedTarStream(raw, url), mode="r|") as tar,
+            tarfile.open(fileobj=open_verified(raw, url), mode="r|") as tar,
         ):
             for member in tar:
                 m = MEMBER.match(member.name)

@@ -15,6 +15,12 @@ is verified, and end of file before the end-of-archive marker (a zero block) is 
 Both raise :class:`~ndf_datasets.codec.errors.NDFShardError`, which names the shard, the member and
 the byte offset in the shard. Member *contents* are not checked here: ``.ndf`` members carry
 their own CRC-32.
+
+A gzip-compressed shard (``.tar.gz``) is read through
+:class:`~ndf_datasets.data.gzcheck.VerifiedGzipStream` underneath: :func:`open_verified`
+recognises it by its first bytes. Then every byte is covered twice over (the gzip CRC-32
+and length, checked to the end of the file, and the tar headers), offsets of tar damage
+are in the uncompressed tar, and gzip damage names the tar member being read.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from __future__ import annotations
 from typing import IO, Any
 
 from ..codec import NDFShardError
+from .gzcheck import GZIP_MAGIC, VerifiedGzipStream
 
-__all__ = ["VerifiedTarStream", "BLOCK"]
+__all__ = ["VerifiedTarStream", "BLOCK", "open_verified"]
 
 BLOCK = 512
 _ZERO = bytes(BLOCK)
@@ -74,6 +81,9 @@ class VerifiedTarStream:
         self.ended = False  # the end-of-archive marker was seen
         self.failed = False
         self.pending: NDFShardError | None = None  # found, raised by the next read
+        self.compressed = isinstance(raw, VerifiedGzipStream)
+        if self.compressed:
+            raw.where = self._where
 
     # ---- the file protocol that tarfile and WebDataset use
 
@@ -82,9 +92,16 @@ class VerifiedTarStream:
             return b""
         if self.pending is not None:
             self._raise_pending()
-        data = self.raw.read(n) if n is None or n >= 0 else self.raw.read()
+        try:
+            data = self.raw.read(n) if n is None or n >= 0 else self.raw.read()
+            if data:
+                good = self._feed(data)
+                if self.ended and self.compressed:
+                    self.raw.finish()  # the rest of the file and the gzip trailer: every byte is verified
+        except NDFShardError:
+            self.failed = True
+            raise
         if data:
-            good = self._feed(data)
             if self.pending is not None:
                 data = data[:good]
                 if not data:
@@ -114,7 +131,16 @@ class VerifiedTarStream:
     # ---- the block structure
 
     def _error(self, message: str, offset: int) -> NDFShardError:
+        if self.compressed:
+            message += f" (offset {offset} is in the uncompressed tar; gzip bytes read: {self.raw.pos})"
         return NDFShardError(message, source=self.source, offset=offset, member=self.member)
+
+    def _where(self) -> tuple[str | None, str]:
+        """The member being read and a description of the position, for the gzip stream's errors."""
+        inside = f"in member {self.member!r}" if self.skip and self.member else (
+            f"after member {self.member!r}" if self.member else "before the first member"
+        )
+        return self.member, f"byte {self.pos} of the uncompressed tar, {inside}"
 
     def _raise_pending(self) -> None:
         err, self.pending, self.failed = self.pending, None, True
@@ -123,6 +149,8 @@ class VerifiedTarStream:
     def _truncation_message(self) -> str:
         if self.skip:
             return f"shard is truncated inside member {self.member!r} ({self.skip} bytes of it and its padding missing)"
+        if self.header and self.member is None:
+            return f"shard ends inside its first tar header, after {len(self.header)} bytes: it is not a complete tar"
         if self.header:
             return f"shard is truncated inside the header after member {self.member!r}"
         where = f"after member {self.member!r}" if self.member else "before its first member"
@@ -176,3 +204,39 @@ class VerifiedTarStream:
         if kind in _WITH_DATA or kind not in _KNOWN:
             self.skip = -(-size // BLOCK) * BLOCK
         return None
+
+
+class _Prefixed:
+    """``raw`` with ``head`` (bytes already read from it) put back in front."""
+
+    def __init__(self, raw: IO[bytes], head: bytes):
+        self.raw, self.head = raw, head
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.raw.read(n)
+        if n is None or n < 0:
+            data, self.head = self.head + self.raw.read(), b""
+            return data
+        data, self.head = self.head[:n], self.head[n:]
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
+def open_verified(raw: IO[bytes], source: str) -> VerifiedTarStream:
+    """The verified tar stream of a shard, gzip-compressed (``.tar.gz``) or not, recognised by its first bytes.
+
+    Args:
+        raw: the shard's binary stream, at its start.
+        source: the shard's URL or path, for error messages.
+
+    Returns:
+        A :class:`VerifiedTarStream` (over a :class:`~ndf_datasets.data.gzcheck.VerifiedGzipStream`
+        for a gzip file) that yields the uncompressed tar.
+    """
+    head = raw.read(len(GZIP_MAGIC))
+    if head == GZIP_MAGIC:
+        return VerifiedTarStream(VerifiedGzipStream(raw, source, head), source)
+    return VerifiedTarStream(_Prefixed(raw, head), source)

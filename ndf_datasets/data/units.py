@@ -1,8 +1,12 @@
 """One unit (shard) of a conversion: encoding its images, and checking a finished one on resume.
 
 A unit's output is a pure function of its images and the settings, so a finished unit is
-verified (read back completely, byte-compared) and kept, and a missing or damaged one is
-encoded again.
+verified (read back completely, byte-compared, every record checked against the base) and
+kept, and a missing or damaged one is encoded again.
+
+The per-image PSNR in the statistics is what this conversion *measured*: the records are
+decoded (with their base, as a loader would) and compared with the source images. Nothing
+here reads a PSNR or a label out of record bytes; labels come from the source.
 """
 
 from __future__ import annotations
@@ -11,13 +15,19 @@ import hashlib
 import json
 from typing import Any, Sequence
 
-from ..codec import NDFError, SharedBase, encode_batch
-from ..codec import format as fmt
+import numpy as np
+import torch
+
+from ..codec import NDFError, SharedBase, encode_batch, read_fields, render_fields
 from ._store import Store
 from .job import _MAX_SHARD_BYTES, UNLABELLED, ConvertSettings, _json_bytes, _Unit
 from .manifest import _stats
+from .parquet import parquet_bytes, read_parquet
 from .shards import Sample, parse_shard, shard_bytes
 from .sources import Source, Split
+
+#: records decoded at once when measuring PSNR
+_MEASURE_BATCH = 256
 
 
 def _class_name(source: Source, label: int | None) -> str:
@@ -28,6 +38,10 @@ def _class_name(source: Source, label: int | None) -> str:
 
 def _file_name(source: Source, unit: _Unit, i: int, label: int | None) -> str:
     return f"{unit.split}/{_class_name(source, label)}/{i:06d}.ndf"
+
+
+def _shard_file(unit: _Unit, settings: ConvertSettings) -> str:
+    return f"{unit.name}{settings.shard_suffix}"
 
 
 def _samples(source: Source, unit: _Unit, blobs: Sequence[bytes]) -> list[Sample]:
@@ -45,43 +59,88 @@ def _samples(source: Source, unit: _Unit, blobs: Sequence[bytes]) -> list[Sample
     return out
 
 
+def _shard_data(source: Source, unit: _Unit, blobs: Sequence[bytes], base: SharedBase, settings: ConvertSettings) -> bytes:
+    """The bytes of the unit's shard (``webdataset`` / ``parquet`` layouts)."""
+    samples = _samples(source, unit, blobs)
+    if settings.layout == "parquet":
+        return parquet_bytes(samples, source.classes, settings.members, settings.compress, base.hash.hex())
+    return shard_bytes(samples, settings.members, settings.compress)
+
+
+def _shard_records(data: bytes, source: str, settings: ConvertSettings) -> list[bytes]:
+    """The records of a shard, read back with every check of its layout."""
+    if settings.layout == "parquet":
+        return [s.ndf for s in read_parquet(data, source)]
+    return [parts.get("ndf", b"") for _, parts in parse_shard(data, source)]
+
+
+def measure_psnr(images: Sequence[np.ndarray], blobs: Sequence[bytes], base: SharedBase, device: str = "cpu") -> list[float]:
+    """PSNR (dB, 2 decimals) of each record decoded at its image's size, against the image.
+
+    The decoded pixels are rounded to 8 bits first (what a PNG of the decode would hold);
+    identical pixels give 100 dB.
+    """
+    fields = read_fields(list(blobs), base, [f"<record {i}>" for i in range(len(blobs))])
+    out = [0.0] * len(blobs)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, im in enumerate(images):
+        by_size.setdefault(im.shape[:2], []).append(i)
+    for size, idx in by_size.items():
+        for c in range(0, len(idx), _MEASURE_BATCH):
+            part = idx[c : c + _MEASURE_BATCH]
+            x = render_fields([fields[i] for i in part], size, device).cpu()
+            ref = torch.from_numpy(np.stack([images[i] for i in part])).permute(0, 3, 1, 2).float() / 255
+            mse = ((torch.round(x * 255) / 255 - ref) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+            for i, v in zip(part, (-10 * torch.log10(mse)).tolist()):
+                out[i] = round(min(float(v), 100.0), 2)
+    return out
+
+
 def _finished(store: Store, source: Source, unit: _Unit, base: SharedBase, settings: ConvertSettings) -> dict | None:
     """The unit's stats if its output is complete and valid (re-writing a missing stats file), else ``None``.
 
     A shard must read back completely and be exactly the shard this job would write for the
-    records it holds; every record must be of ``base``. In the ``files`` layout the stats
-    file is the completion mark and every file it lists must be present and valid.
+    records it holds; every record must decode with ``base``. In the ``files`` layout the
+    stats file is the completion mark and every file it lists must be present and valid.
+    The statistics of a kept unit are its stats file's when that agrees with the unit, else
+    they are measured again.
     """
     labels = source.splits[unit.split].labels[unit.start : unit.stop]
+    old = store.read(unit.stats_name, limit=1 << 28)
     try:
-        if settings.layout == "webdataset":
-            data = store.read(f"{unit.name}.tar", limit=_MAX_SHARD_BYTES)
+        previous = json.loads(old) if old is not None else None
+    except ValueError:
+        previous = None
+    try:
+        if settings.layout != "files":
+            name = _shard_file(unit, settings)
+            data = store.read(name, limit=_MAX_SHARD_BYTES)
             if data is None:
                 return None
-            rows = parse_shard(data, store.path(f"{unit.name}.tar"))
-            blobs = [parts.get("ndf", b"") for _, parts in rows]
-            if len(blobs) != unit.stop - unit.start or shard_bytes(_samples(source, unit, blobs)) != data:
+            blobs = _shard_records(data, store.path(name), settings)
+            if len(blobs) != unit.stop - unit.start or _shard_data(source, unit, blobs, base, settings) != data:
                 return None
-            extra = {"shard": f"{unit.name}.tar", "shard_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            extra = {"shard": name, "shard_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         else:
-            raw = store.read(unit.stats_name, limit=1 << 28)
-            if raw is None:
+            if previous is None:
                 return None
-            files = json.loads(raw).get("files")
+            files = previous.get("files")
             if files != [_file_name(source, unit, i, label) for i, label in zip(range(unit.start, unit.stop), labels)]:
                 return None
             blobs = [store.read(f) for f in files]
             if any(b is None for b in blobs):
                 return None
             extra = {"files": files}
-        for i, b in enumerate(blobs):
-            c = fmt.parse(b, f"{unit.name}/{i}")
-            if c.kind != fmt.KIND_RECORD or c.base_hash != base.hash:
-                return None
-        stats = _stats(unit, blobs, labels, extra)
+        read_fields(blobs, base, [f"{unit.name}/{i}" for i in range(len(blobs))])
     except (NDFError, ValueError, AttributeError):
         return None
-    if store.read(unit.stats_name, limit=1 << 28) != _json_bytes(stats, compact=True):
+    psnrs = previous.get("psnr") if isinstance(previous, dict) and previous.get("bytes") == [len(b) for b in blobs] else None
+    if psnrs is None or len(psnrs) != len(blobs):
+        if settings.layout == "files":
+            return None
+        psnrs = measure_psnr(source.splits[unit.split].images(unit.start, unit.stop), blobs, base)
+    stats = _stats(unit, blobs, labels, psnrs, extra)
+    if old != _json_bytes(stats, compact=True):
         if settings.layout == "files":
             return None
         store.write(unit.stats_name, _json_bytes(stats, compact=True))
@@ -107,11 +166,9 @@ class _Progress:
         self.psnr_sum = self.bytes_sum = 0.0
         self.n = 0
 
-    def update(self, blobs: Sequence[bytes]) -> None:
-        for b in blobs:
-            c = fmt.parse(b)
-            self.psnr_sum += c.fit_psnr or 0.0
-            self.bytes_sum += len(b)
+    def update(self, blobs: Sequence[bytes], psnrs: Sequence[float]) -> None:
+        self.psnr_sum += float(sum(psnrs))
+        self.bytes_sum += sum(len(b) for b in blobs)
         self.n += len(blobs)
         self.bar.set_postfix(
             psnr=f"{self.psnr_sum / max(1, self.n):.2f}dB",
@@ -131,6 +188,7 @@ def _encode_unit(
     labels = split.labels[unit.start : unit.stop]
     images = split.images(unit.start, unit.stop)
     blobs: list[bytes] = []
+    psnrs: list[float] = []
     for c in range(0, len(images), settings.batch_size):
         chunk = encode_batch(
             images[c : c + settings.batch_size],
@@ -143,20 +201,21 @@ def _encode_unit(
             batch_size=settings.batch_size,
             early_stop=settings.early_stop,
         )
+        measured = measure_psnr(images[c : c + settings.batch_size], chunk, base)
         blobs += chunk
-        bar.update(chunk)
-    if settings.layout == "webdataset":
-        data = shard_bytes(_samples(source, unit, blobs))
-        extra = {"shard": f"{unit.name}.tar", "shard_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        stats = _stats(unit, blobs, labels, extra)
-        store.write(
-            unit.stats_name, _json_bytes(stats, compact=True)
-        )  # the stats first: the manifest can always be rebuilt
-        store.write(f"{unit.name}.tar", data)
+        psnrs += measured
+        bar.update(chunk, measured)
+    if settings.layout != "files":
+        name = _shard_file(unit, settings)
+        data = _shard_data(source, unit, blobs, base, settings)
+        extra = {"shard": name, "shard_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        stats = _stats(unit, blobs, labels, psnrs, extra)
+        store.write(unit.stats_name, _json_bytes(stats, compact=True))  # the stats first: the manifest can always be rebuilt
+        store.write(name, data)
         return stats
     files = [_file_name(source, unit, i, label) for i, label in zip(range(unit.start, unit.stop), labels)]
     for name, blob in zip(files, blobs):
         store.write(name, blob)
-    stats = _stats(unit, blobs, labels, {"files": files})
+    stats = _stats(unit, blobs, labels, psnrs, {"files": files})
     store.write(unit.stats_name, _json_bytes(stats, compact=True))  # the unit's completion mark
     return stats

@@ -56,7 +56,7 @@ def run_random(runs: int, seed: int, timeout_s: float = 1.0, rss_mb: int = 2048)
 
     seeds = load_corpus()
     resolve = seeds.resolver()
-    mutator = Mutator(list(seeds.files.values()), random.Random(seed))
+    mutator = Mutator(list(seeds.files.values()), random.Random(seed), list(seeds.bases))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in DataLoader workers
     outcomes: dict[str, int] = {}
@@ -135,12 +135,18 @@ def atheris_child(argv: list[str]) -> None:
         import ndf_datasets.codec.fields.grid  # noqa: F401
         import ndf_datasets.codec.format  # noqa: F401
         import ndf_datasets.codec.shared  # noqa: F401
-    from benchmarks.fuzzlib import FUZZ_LIMITS, Mutator, load_corpus, reseal, target
+        import ndf_datasets.codec.record  # noqa: F401
+        import ndf_datasets.codec.gaussian  # noqa: F401
+        import ndf_datasets.codec.exact  # noqa: F401
+        import ndf_datasets.codec.fields.hyper  # noqa: F401
+        import ndf_datasets.codec.fields.pixel  # noqa: F401
+    from benchmarks.fuzzlib import FUZZ_LIMITS, Mutator, load_corpus, target
     from ndf_datasets.codec import format as fmt
 
     seeds = load_corpus()
     resolve = seeds.resolver()
     pool = list(seeds.files.values())
+    hashes = list(seeds.bases)
     fmt.LIMITS.update(FUZZ_LIMITS)
     for blob in pool:  # warm-up, so the first timed input does not pay for library loading
         target(blob, resolve)
@@ -153,9 +159,9 @@ def atheris_child(argv: list[str]) -> None:
         if rng.random() < 0.5:
             out = atheris.Mutate(data, max_size)
             if rng.random() < 0.75 and len(out) > 4:
-                out = reseal(out[:-4])
+                out = Mutator(pool, rng, hashes)._seal(out[:-4])
             return out
-        return Mutator(pool, rng).mutate(bytes(data) if data else None)[:max_size]
+        return Mutator(pool, rng, hashes).mutate(bytes(data) if data else None)[:max_size]
 
     atheris.Setup([sys.argv[0], *argv], test_one_input, custom_mutator=custom_mutator)
     atheris.Fuzz()

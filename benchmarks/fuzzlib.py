@@ -5,7 +5,8 @@ plain mutation loop) and the CI-sized run in ``tests/test_fuzz.py``.
 
 * :func:`make_seeds` encodes a handful of tiny, *valid* files of every kind the reader
   accepts: standalone fields (gray, RGB, RGBA, with label and metadata), records of a
-  ``grid-mlp`` and of a ``conv-field`` shared base, and the two base files themselves.
+  ``grid-mlp`` and of a ``conv-field`` shared base, compact records of a ``hyper-field`` and
+  a ``pixel-context`` base (one with an explicit size), and the four base files themselves.
 * :class:`Mutator` turns a seed into a hostile input: byte flips / sets / inserts /
   deletes / truncations / splices, plus structure-aware mutations that set one *declared*
   header value (a fixed-header field, a section length, a config value, a label, one field
@@ -36,6 +37,7 @@ from ndf_datasets.codec import format as fmt
 from ndf_datasets.codec.coding import _CODE_STRUCT
 from ndf_datasets.codec.decoding import read_field, render_fields
 from ndf_datasets.codec.errors import NDFBaseError, NDFError
+from ndf_datasets.codec.record import is_compact
 from ndf_datasets.codec.shared import SharedBase, load_base
 
 __all__ = [
@@ -88,6 +90,10 @@ class Seeds:
         bases = self.bases
 
         def resolve(base_hash: bytes) -> SharedBase:
+            if len(base_hash) == 1:  # a compact record's base tag
+                for h, b in bases.items():
+                    if h[0] == base_hash[0]:
+                        return b
             try:
                 return bases[base_hash]
             except KeyError:
@@ -124,8 +130,28 @@ def make_seeds(seed: int = 0) -> Seeds:
     files["base_conv"] = conv_base.to_bytes()
     files["record_grid"] = ndf.encode(train[0], base=grid_base, psnr=None, steps=10, seed=seed, label=7)
     files["record_conv"] = ndf.encode(train[1], base=conv_base, psnr=None, steps=10, seed=seed)
-    bases = {b.hash: b for b in (grid_base, conv_base)}
+    hyper_base, pixel_base = learned_seed_bases(seed)
+    files["base_hyper"] = hyper_base.to_bytes()
+    files["base_pixel"] = pixel_base.to_bytes()
+    files["record_hyper"] = ndf.encode(_image(8, 8, 3, 20), base=hyper_base, level=2, label=4)
+    files["record_hyper_13x11"] = ndf.encode(_image(13, 11, 3, 21), base=hyper_base, level=1)
+    files["record_pixel"] = ndf.encode(_image(8, 8, 1, 22)[..., 0], base=pixel_base, level=9, label=1)
+    bases = {b.hash: b for b in (grid_base, conv_base, hyper_base, pixel_base)}
     return Seeds(files, bases)
+
+
+def learned_seed_bases(seed: int = 0) -> tuple[SharedBase, SharedBase]:
+    """Tiny ``hyper-field`` and ``pixel-context`` bases (a few training steps; 8 x 8 images)."""
+    from ndf_datasets.codec.training import TrainSettings, train_base
+
+    torch.manual_seed(seed)
+    rgb = torch.from_numpy(np.stack([_image(8, 8, 3, 30 + i) for i in range(8)]).transpose(0, 3, 1, 2).copy())
+    gray = rgb[:, :1]
+    hyper = train_base(rgb, TrainSettings(arch="hyper-field", config=(8, 8, 4, 8, 8, 8, 1, 2, 4, 8, 2, 4, 1, 1, 4),
+                                          steps=3, batch_size=4, seed=seed), progress=False)
+    pixel = train_base(gray, TrainSettings(arch="pixel-context", config=(4, 2), steps=3, batch_size=4, seed=seed, flips=False),
+                       progress=False)
+    return load_base(hyper.to_bytes()), load_base(pixel.to_bytes())
 
 
 def write_seeds(seeds: Seeds, directory: Path = CORPUS / "seeds") -> None:
@@ -179,6 +205,14 @@ def target(data: bytes, resolve: Callable[[bytes], SharedBase]) -> str:
         Exception: anything that is not an :class:`NDFError` (the caller reports it).
     """
     try:
+        if is_compact(data):
+            ndf.inspect(data, "<fuzz>")
+            field = read_field(data, resolve, "<fuzz>")
+            for size in OUTPUT_SIZES:
+                _render_ok(render_fields([field], size))
+            if field.arch.height * field.arch.width <= ORIGINAL_SIZE_MAX_PIXELS:
+                _render_ok(render_fields([field, field], None))
+            return "ok:record"
         c = fmt.parse(data, "<fuzz>")
         fmt.pretty(c)
         if c.kind == fmt.KIND_BASE:
@@ -198,9 +232,11 @@ def target(data: bytes, resolve: Callable[[bytes], SharedBase]) -> str:
 # ----------------------------------------------------------------------------- mutations
 
 
-def reseal(body: bytes) -> bytes:
-    """Append a valid CRC-32 to ``body`` (the file without its last 4 bytes)."""
-    return body + struct.pack("<I", zlib.crc32(body))
+def reseal(body: bytes, base_hash: bytes | None = None) -> bytes:
+    """Append a valid CRC-32 to ``body`` (the file without its last 4 bytes); compact records
+    (``base_hash`` given) chain it after the base's hash, as readers check it."""
+    start = 0 if base_hash is None else zlib.crc32(base_hash)
+    return body + struct.pack("<I", zlib.crc32(body, start))
 
 
 def _layout(data: bytes) -> dict[str, int] | None:
@@ -235,11 +271,45 @@ _INTERESTING_F = (0.0, -0.0, 1e-12, 1e-9, 1e-3, 1.0, 1e3, 1e4, 65504.0, -65504.0
 
 
 class Mutator:
-    """Random and structure-aware mutations of NDF files (deterministic for a ``random.Random``)."""
+    """Random and structure-aware mutations of NDF files (deterministic for a ``random.Random``).
 
-    def __init__(self, seeds: list[bytes], rng: random.Random):
+    ``base_hashes``: the hashes of the seed bases, so compact records (whose CRC chains the
+    base hash) can be re-sealed for the base their tag names.
+    """
+
+    def __init__(self, seeds: list[bytes], rng: random.Random, base_hashes: list[bytes] | None = None):
         self.seeds = seeds
         self.rng = rng
+        self.base_hashes = list(base_hashes or [])
+
+    def _seal(self, body: bytes) -> bytes:
+        if is_compact(body) and len(body) > 1:
+            for h in self.base_hashes:
+                if h[0] == body[1]:
+                    return reseal(body, h)
+            return reseal(body, self.rng.choice(self.base_hashes) if self.base_hashes else None)
+        return reseal(body)
+
+    def _compact(self, data: bytes) -> bytes:
+        """Set one declared value of a compact record (level/flags, label, size) and re-seal."""
+        rng = self.rng
+        b = bytearray(data[:-4])
+        if len(b) < 3:
+            return self._seal(bytes(b))
+        op = rng.randrange(4)
+        if op == 0:
+            b[2] = rng.choice((0, 0x3F, 0x40, 0x80, 0xC0, 0xFF, rng.randrange(256)))
+        elif op == 1:
+            b[2] |= 0x80
+            sizes = _INTERESTING_U16 + (rng.randrange(1 << 20),)
+            b[3:3] = fmt._uvarint(rng.choice(sizes)) + fmt._uvarint(rng.choice(sizes))
+        elif op == 2:
+            b[2] |= 0x40
+            b[3:3] = fmt._uvarint(fmt._zigzag(rng.choice(_INTERESTING_INT)) & ((1 << 63) - 1))
+        else:
+            b[0] = rng.choice((0xC0, 0xC1, 0xC2, 0xCF))
+            b[1] = rng.randrange(256) if rng.random() < 0.2 else b[1]
+        return self._seal(bytes(b))
 
     # ---- byte level
 
@@ -373,10 +443,10 @@ class Mutator:
         data = rng.choice(self.seeds) if data is None else data
         r = rng.random()
         if r < 0.45:
-            return self._structured(data)
+            return self._compact(data) if is_compact(data) else self._structured(data)
         out = self._bytes(data)
         if r < 0.8 and len(out) > 4:
-            out = reseal(out[:-4])
+            out = self._seal(out[:-4])
         return out
 
 

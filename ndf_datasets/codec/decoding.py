@@ -193,7 +193,13 @@ def read_fields(blobs: Sequence[bytes], base: BaseArg = None, sources: Sequence[
         groups.setdefault((id(b), size), []).append((i, rec, b))
     for (_, size), members in groups.items():
         b = members[0][2]
-        arch = b.arch_for(*size)
+        if size != (b.arch.height, b.arch.width) and not getattr(b.arch, "any_size", True):
+            raise NDFFormatError(f"{b.arch.name} records have their base's size ({b.arch.height}x{b.arch.width}), not {size[0]}x{size[1]}",
+                                 source=members[0][1].source, offset=3)
+        try:
+            arch = b.arch_for(*size)
+        except ValueError as exc:
+            raise NDFFormatError(str(exc), source=members[0][1].source, offset=3) from None
         for _, rec, _ in members:
             if rec.level >= arch.levels:
                 raise NDFFormatError(f"rate level {rec.level} is not one of the base's {arch.levels} levels", source=rec.source, offset=2)

@@ -70,6 +70,8 @@ def encode_learned(
     """
     B, C, H, W = images.shape
     labels = list(labels) if labels is not None else [None] * B
+    if (H, W) != (base.arch.height, base.arch.width) and not getattr(base.arch, "any_size", True):
+        raise ValueError(f"this {base.arch.name} base codes {base.arch.height}x{base.arch.width} images, not {H}x{W}")
     arch = base.arch_for(H, W)
     levels = arch.levels
     if (psnr is None) == (level is None):

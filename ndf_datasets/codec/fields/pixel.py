@@ -43,6 +43,7 @@ class PixelContext(FieldArch):
     standalone = False
     learned = True
     resamples = True
+    any_size = False  # records have the base's size (learned position maps)
 
     def parse_config(self, config: tuple[int, ...]) -> None:
         self.cfg = PixelConfig.from_values(config)

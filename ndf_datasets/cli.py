@@ -137,7 +137,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         src,
         args.out,
         layout=args.format,
-        members=["ndf", *args.members.split(",")] if args.members else ["ndf"],
+        members=args.members.split(",") if args.members else (),
         compress=not args.no_compress,
         psnr=args.psnr,
         steps=args.steps,

@@ -67,8 +67,15 @@ def load_base_cached(location: str | os.PathLike, **storage_options: Any) -> Sha
 
 
 def cached_base(base_hash: bytes) -> SharedBase | None:
-    """The base with ``base_hash`` if this process has loaded or registered it, else ``None``."""
+    """The base with ``base_hash`` if this process has loaded or registered it, else ``None``.
+
+    A 1-byte ``base_hash`` is a compact record's base tag: the cached base whose hash starts
+    with it (``None`` when none or several do).
+    """
     with _lock:
+        if len(base_hash) < 8:
+            found = [b for h, b in _bases_by_hash.items() if h.startswith(base_hash)]
+            return found[0] if len(found) == 1 else None
         return _bases_by_hash.get(base_hash)
 
 
@@ -93,14 +100,19 @@ def base_filename(base_hash: bytes) -> str:
 def resolve_base(base_hash: bytes, locations: list[str | os.PathLike], **storage_options: Any) -> SharedBase:
     """Find and load (cached) the base with ``base_hash`` in one of ``locations`` (dirs or URL prefixes).
 
-    Looks for ``<location>/<hash hex>.ndfbase`` in order.
+    Looks for ``<location>/<hash hex>.ndfbase`` in order. A 1-byte ``base_hash`` (the base tag
+    of a compact record) matches the one ``<location>/<tag hex>*.ndfbase`` file there is; the
+    record's CRC, checked with the base's full hash, then confirms it.
 
     Raises:
-        NDFBaseError: no location holds it (the message lists where it looked).
+        NDFBaseError: no location holds it, or several bases share the tag (pass the base
+            explicitly then); the message lists where it looked.
     """
     known = cached_base(base_hash)
     if known is not None:
         return known
+    if len(base_hash) < 8:
+        return _resolve_tag(base_hash, locations, storage_options)
     tried = []
     for loc in locations:
         loc = os.fspath(loc).rstrip("/")
@@ -114,3 +126,28 @@ def resolve_base(base_hash: bytes, locations: list[str | os.PathLike], **storage
             raise NDFBaseError(f"base file holds hash {base.hash.hex()}, not {base_hash.hex()}", source=candidate)
         return base
     raise NDFBaseError(f"no shared base {base_hash.hex()} found; looked for {tried}", source=str(locations))
+
+
+def _resolve_tag(tag: bytes, locations: list[str | os.PathLike], storage_options: dict) -> SharedBase:
+    prefix = tag.hex()
+    tried = []
+    for loc in locations:
+        loc = os.fspath(loc).rstrip("/")
+        pattern = f"{loc}/{prefix}*{BASE_SUFFIX}"
+        tried.append(pattern)
+        if is_url(loc):
+            import fsspec
+
+            fs, _, _ = fsspec.get_fs_token_paths(loc, storage_options=storage_options)
+            protocol = loc.split("://", 1)[0]
+            names = [f"{protocol}://{p}" for p in sorted(fs.glob(pattern.split("://", 1)[1]))]
+        else:
+            import glob
+
+            names = sorted(glob.glob(glob.escape(loc) + f"/{prefix}*{BASE_SUFFIX}"))
+        names = [n for n in names if len(os.path.basename(n)) == 16 + len(BASE_SUFFIX)]
+        if len(names) > 1:
+            raise NDFBaseError(f"several bases in {loc} share the tag {prefix} ({names}); pass base= explicitly", source=loc)
+        if names:
+            return load_base_cached(names[0], **storage_options)
+    raise NDFBaseError(f"no shared base with tag {prefix} found; looked for {tried}", source=str(locations))

@@ -190,8 +190,9 @@ def convert(
         out: output folder or URL (``s3://bucket/prefix``).
         layout: ``"webdataset"`` (tar shards), ``"parquet"`` (Parquet shards) or ``"files"``
             (``OUT/<split>/<class>/<key>.ndf``); see the module docstring.
-        members: what a sample holds besides its record: ``("ndf",)`` (default, compact), or
-            with ``"cls"`` and/or ``"json"`` (WebDataset members; a ``json`` column in Parquet).
+        members: what a sample holds: its record (``"ndf"``, always) and, when listed, ``"cls"``
+            and/or ``"json"`` (WebDataset members; a ``json`` column in Parquet). Default:
+            the record alone (compact; the label is inside the record).
         compress: gzip tar shards (``.tar.gz``) / zstd Parquet pages (``False``: uncompressed).
         psnr, steps, seed, device, early_stop: record fitting (see :func:`~ndf_datasets.encode_batch`).
         batch_size: images per ``encode_batch`` call.
@@ -225,7 +226,7 @@ def convert(
     t0 = time.time()
     given = load_base(os.fspath(base)) if isinstance(base, (str, os.PathLike)) else base
     settings = ConvertSettings(
-        layout=layout, members=tuple(sorted(set(members), key=_member_order)), compress=bool(compress),
+        layout=layout, members=tuple(sorted({"ndf", *members}, key=_member_order)), compress=bool(compress),
         psnr=None if psnr is None else float(psnr), steps=steps, seed=int(seed), device=str(device),
         batch_size=int(batch_size), shard_size=int(shard_size), max_images=max_images,
         splits=tuple(splits) if splits is not None else None, mode=mode, early_stop=bool(early_stop),

@@ -238,7 +238,7 @@ def main() -> None:
     p.add_argument("--lmbda-scales", type=float, nargs="+", default=[1.0], help="refinement lambda = scale * base lambda")
     p.add_argument("--learned", nargs="*", default=[], help="learned bases (paths or zoo names): points at fixed rate levels")
     p.add_argument("--levels", type=int, nargs="+", default=[0, 8, 16, 24, 32, 40, 48, 56, 63])
-    p.add_argument("--refine-steps", type=int, default=8)
+    p.add_argument("--refine-steps", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     if args.dataset == "cifar":

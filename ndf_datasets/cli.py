@@ -122,7 +122,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.output), psnr=args.psnr, steps=args.steps, force=args.force)
+    run_demo(Path(args.output), psnr=args.psnr, steps=args.steps, force=args.force, standalone=args.standalone)
     return 0
 
 
@@ -251,10 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--base", help="the base of a compact record (path or zoo name): check it and show more")
     i.set_defaults(func=cmd_info)
 
-    m = sub.add_parser("demo", help="encode a bundled image, decode it at three sizes, write PNGs")
+    m = sub.add_parser("demo", help="encode a bundled image, compare with JPEG/WebP, decode it at three sizes, write PNGs")
     m.add_argument("-o", "--output", default="demo_out", help="output folder (default demo_out)")
     m.add_argument("--psnr", type=float, default=32.0)
-    m.add_argument("--steps", type=int, default=400)
+    m.add_argument("--steps", type=int, default=400, help="fitting steps of --standalone")
+    m.add_argument("--standalone", action="store_true", help="fit a standalone field instead of using the zoo's natural base")
     m.add_argument("-f", "--force", action="store_true")
     m.set_defaults(func=cmd_demo)
 

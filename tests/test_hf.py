@@ -340,7 +340,8 @@ def test_load_dataset_ndf_cifar10_builds_then_reads_the_cache(tmp_path, monkeypa
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     (cache,) = (tmp_path / "home").iterdir()
     assert cache.name.startswith("ndf_cifar10-")  # non-default build options get their own cache
-    assert sorted(p.name for p in cache.iterdir() if p.suffix == ".tar") == ["test-000000.tar", "train-000000.tar"]
+    shard_names = sorted(p.name for p in cache.iterdir() if p.name.endswith(".tar.gz"))
+    assert shard_names == ["test-000000.tar.gz", "train-000000.tar.gz"]  # ndf convert's default: compact shards
 
     # offline, no raw copy, a fresh HF cache and no base in memory: read back from the NDF cache
     ndf.clear_base_cache()
@@ -369,6 +370,44 @@ def test_load_dataset_ndf_mnist(tmp_path, monkeypatch, fresh_bases):
     ndf.clear_base_cache()
     stream = datasets.load_dataset("ndf_mnist", split="train", streaming=True, cache_dir=str(tmp_path / "hf2"), **FAST)
     assert [r["label"] for r in stream] == list(ds["train"]["label"])
+
+
+def test_named_datasets_build_from_what_torchvision_downloads(tmp_path, monkeypatch, fresh_bases):
+    """``root/cifar-10-batches-py`` (pickles, read with the restricted unpickler) and ``root/MNIST/raw``."""
+    from .test_sources import write_cifar_bin, write_cifar_py, write_mnist
+
+    monkeypatch.setenv("NDF_DATASETS_HOME", str(tmp_path / "home"))
+    py = write_cifar_py(tmp_path / "torchvision-cifar")
+    assert sorted(p.name for p in py.iterdir()) == ["cifar-10-batches-py"]
+    images, labels = hf_builder.read_cifar10(str(py), "train")
+    ref_images, ref_labels = hf_builder.read_cifar10(str(write_cifar_bin(tmp_path / "bin")), "train")
+    assert np.array_equal(images, ref_images) and list(labels) == list(ref_labels)
+    cifar = datasets.load_dataset("ndf_cifar10", data_dir=str(py), split="test", cache_dir=str(tmp_path / "hf1"), **FAST)
+    assert len(cifar) == 2 and cifar.features["label"].names[0] == "airplane"
+
+    write_mnist(tmp_path / "torchvision-mnist" / "MNIST" / "raw", train=4, test=2, gz=False)
+    mnist = datasets.load_dataset(
+        "ndf_mnist", data_dir=str(tmp_path / "torchvision-mnist"), cache_dir=str(tmp_path / "hf2"), **{**FAST, "max_images": 3}
+    )  # fmt: skip
+    assert {k: len(v) for k, v in mnist.items()} == {"train": 3, "test": 2}
+    assert list(mnist["train"]["label"]) == [0, 1, 2]
+
+
+def test_named_build_takes_a_given_base_instead_of_fitting(tmp_path, monkeypatch, fresh_bases):
+    """The zoo hook: ``base=`` (a .ndfbase path now; a zoo name once the zoo ships bases) replaces fitting."""
+    from .test_sources import write_mnist
+
+    monkeypatch.setenv("NDF_DATASETS_HOME", str(tmp_path / "home"))
+    images = [make_image(28, 28, 1, seed=i) for i in range(4)]
+    base = ndf.fit_base(images, epochs=1, progress=False)
+    base_file = tmp_path / "given.ndfbase"
+    base.save(base_file)
+    ds = datasets.load_dataset(
+        "ndf_mnist", data_dir=str(write_mnist(tmp_path / "raw", train=3, test=2)), split="train",
+        cache_dir=str(tmp_path / "hf"), base=str(base_file), **{**FAST, "base_epochs": 99},
+    )  # fmt: skip
+    (cache,) = (tmp_path / "home").iterdir()
+    assert [p.name for p in cache.glob("*.ndfbase")] == [ndf.base_filename(base.hash)] and len(ds) == 3
 
 
 def test_named_dataset_without_cache_or_raw_copy_says_what_to_do(tmp_path, monkeypatch):

@@ -20,8 +20,9 @@ from .shared import SharedBase
 
 __all__ = ["EncodeReport", "encode_learned", "DEFAULT_REFINE_STEPS"]
 
-#: Refinement steps per image by default (0: amortised analysis only, the fastest).
-DEFAULT_REFINE_STEPS = 8
+#: Refinement steps per image by default: 0, the amortised analysis alone. Measured on CIFAR-10
+#: (2026-12-01): 8 steps cost 7x the encode time for 0-2.4% fewer bytes; opt in with refine_steps=.
+DEFAULT_REFINE_STEPS = 0
 
 
 @dataclass

@@ -150,7 +150,7 @@ class VerifiedTarStream:
         if self.skip:
             return f"shard is truncated inside member {self.member!r} ({self.skip} bytes of it and its padding missing)"
         if self.header and self.member is None:
-            return f"shard ends inside its first tar header, after {len(self.header)} bytes: it is not a complete tar"
+            return f"shard is truncated inside the tar header of its first member ({len(self.header)} of 512 bytes there)"
         if self.header:
             return f"shard is truncated inside the header after member {self.member!r}"
         where = f"after member {self.member!r}" if self.member else "before its first member"

@@ -14,7 +14,7 @@
    were killed while running; then the conversion is run to completion once more and
    compared with the reference.
 3. All the while a concurrent reader polls OUT every few milliseconds: a file under a final
-   name (``<split>-NNNNNN.tar``, ``*.ndfbase``, ``ndf_convert.json``, ``ndf_dataset.json``,
+   name (``<split>-NNNNNN.tar[.gz]``, ``*.ndfbase``, ``ndf_convert.json``, ``ndf_dataset.json``,
    ``stats/*.json``) must always be complete: shards parse as canonical tars
    (:func:`ndf_datasets.data.shards.parse_shard`) whose ``.ndf`` members all decode, the base
    loads, JSON parses. Temporary files are not looked at: they are not final names.
@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).resolve().parent / "out"
-FINAL = re.compile(r"([A-Za-z0-9_]+-\d{6}\.tar|[0-9a-f]{16}\.ndfbase|ndf_convert\.json|ndf_dataset\.json)")
+SHARDS = (".tar", ".tar.gz")  # what ndf convert writes by default (tar shards; .parquet with --format parquet)
+FINAL = re.compile(r"([A-Za-z0-9_]+-\d{6}\.(?:tar|tar\.gz|parquet)|[0-9a-f]{16}\.ndfbase|ndf_convert\.json|ndf_dataset\.json)")
 ARGS = ["--shard-size", "2", "--batch-size", "4", "--steps", "20", "--no-early-stop", "--base-epochs", "1",
         "--psnr", "20", "-q"]  # fmt: skip
 
@@ -103,7 +104,7 @@ class Reader(threading.Thread):
         if self._seen.get(str(path)) == key:
             return  # unchanged since it was last verified
         name = path.name
-        if name.endswith(".tar"):
+        if name.endswith(SHARDS):
             for _, parts in parse_shard(data, name):
                 ndf.read_field(parts["ndf"], lambda h: self._base(h), name)
         elif name.endswith(".ndfbase"):
@@ -141,7 +142,7 @@ def _state(out: Path) -> dict[str, Any]:
     return {
         "job": "ndf_convert.json" in names,
         "base": any(n.endswith(".ndfbase") for n in names),
-        "shards": sum(1 for n in names if n.endswith(".tar") and FINAL.fullmatch(n)),
+        "shards": sum(1 for n in names if n.endswith(SHARDS) and FINAL.fullmatch(n)),
         "temporaries": sum(1 for n in names if not FINAL.fullmatch(n) and n != "stats"),
         "manifest": "ndf_dataset.json" in names,
     }
@@ -211,7 +212,7 @@ def campaign(workdir: Path, kills: int, train: int, test: int, seed: int) -> dic
         "final_identical": final_same,
         "reference_seconds": round(ref_s, 1),
         "reference_files": len(reference),
-        "reference_shards": sum(1 for n in reference if n.endswith(".tar")),
+        "reference_shards": sum(1 for n in reference if n.endswith(SHARDS)),
         "reader_checks": reader.checked,
         "reader_reads": reader.reads,
         "reader_errors": reader.errors,

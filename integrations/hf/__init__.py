@@ -21,9 +21,12 @@ Supported ``datasets`` versions: ``>=5.0,<6`` (tested with 5.2.0). Importing thi
 
    * ``"ndf_cifar10"`` and ``"ndf_mnist"`` (built from a raw copy or read from the NDF cache,
      see :mod:`ndf_datasets.integrations.hf.builder`),
-   * ``"ndf"`` with ``data_dir=`` (or ``data_files=``) naming NDF WebDataset shards,
-   * a local folder or fsspec URL that holds NDF shards (``<split>-NNNNNN.tar`` next to a
-     ``<hash>.ndfbase`` or an ``ndf_dataset.json``),
+   * ``"ndf"`` with ``data_dir=`` (or ``data_files=``) naming NDF shards,
+   * a local folder or fsspec URL that ``ndf convert`` wrote (an ``ndf_dataset.json``: any
+     layout, tar or Parquet shards or per-image files) or that holds NDF shards
+     (``<split>-NNNNNN.tar[.gz]`` / ``.parquet``) next to a ``<hash>.ndfbase``,
+   * ``"parquet"`` with ``data_files=``: still ``datasets``' own Parquet builder, but the
+     data files' folders are added as base locations first, so NDF records find their base,
 
    and defers to the original for everything else.
 

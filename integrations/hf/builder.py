@@ -5,13 +5,17 @@ this module registers them too). One builder class, :class:`NDFDatasetBuilder`, 
 per source:
 
 ``shards`` (``load_dataset("ndf", data_dir=LOCATION)`` or ``load_dataset(LOCATION)``)
-    reads NDF WebDataset shards from a folder or fsspec URL (``s3://...``)::
+    reads every layout ``ndf convert`` writes, from a folder or fsspec URL (``s3://...``)::
 
         LOCATION/
         ├── 1f3a...9c.ndfbase            shared base, named by its hash
-        ├── ndf_dataset.json             optional manifest (class names, counts)
-        ├── train-000000.tar             000000.ndf  000000.cls  000000.json  000001.ndf ...
-        └── test-000000.tar
+        ├── ndf_dataset.json             manifest (layout, class names, counts, shard SHA-256s)
+        ├── train-000000.tar.gz          WebDataset: 000000.ndf 000001.ndf ... (+ .cls/.json if asked)
+        ├── train-000000.parquet         or Parquet: image, label, key columns
+        └── train/<class>/000000.ndf     or one file per image (the layout NDFImageFolder reads)
+
+    (:mod:`.rows` turns each into rows; the ``files`` layout needs the manifest, as HF's
+    ``imagefolder`` needs class folders.)
 
 ``cifar10`` / ``mnist`` (``load_dataset("ndf_cifar10")``, ``load_dataset("ndf_mnist")``)
     read the same layout from the NDF cache: ``location=`` if given, else
@@ -28,6 +32,10 @@ per source:
     ``ndf_cifar10-<hash of the options>`` so a capped test build never shadows the full one.
 
 Every split yields rows ``{"image": NDFImage, "label": ClassLabel | int, "key": str, "json": str}``.
+
+``base=`` (config kwarg) is the hook for named builds to use a trained base instead of fitting
+one: a ``.ndfbase`` path, or (once the codec's zoo ships files) a zoo name; ``None`` (default)
+fits a base on the train split as before.
 
 In streaming mode ``datasets`` patches ``open``, ``os.path``, ``glob``, ``gzip.open`` and
 ``pathlib.Path`` in this module; it therefore reads and lists only through fsspec and
@@ -48,16 +56,16 @@ from typing import Any, ClassVar
 import datasets
 from datasets.builder import Key
 
-from ...codec import BASE_SUFFIX, NDFError, NDFFormatError, is_url, load_base_cached, read_url
-from ...codec import format as fmt
+from ...codec import BASE_SUFFIX, NDFBaseError, SharedBase, is_url, load_base_cached, read_url
 from ...data import MANIFEST, convert, shards, sources
+from . import rows
 from .feature import NDFImage, _storage_options
 from .raw import RAW_SOURCES, RawSource, read_cifar10, read_mnist, read_raw  # noqa: F401 (names of hf_builder.py)
 
 __all__ = ["MANIFEST", "RAW_SOURCES", "NDFConfig", "NDFDatasetBuilder", "RawSource", "build_cache", "read_raw"]
 
 # MANIFEST: the optional manifest next to the shards (written by :func:`ndf_datasets.convert`).
-_SHARD = re.compile(r"(?P<split>[A-Za-z0-9_]+)-(?P<index>\d+)\.tar$")
+_SHARD = re.compile(r"(?P<split>[A-Za-z0-9_]+)-(?P<index>\d+)\.(?:tar|tar\.gz|parquet)$")
 
 
 def _join(location: str, name: str) -> str:
@@ -84,6 +92,8 @@ class NDFConfig(datasets.BuilderConfig):
         device: fitting device.
         shard_size: samples per tar shard.
         progress: show fitting progress bars.
+        base: a trained base to build with instead of fitting one (a ``.ndfbase`` path or a
+            codec zoo name); ``None`` fits one on the train split. The hook for zoo bases.
     """
 
     source: str | None = None
@@ -96,10 +106,14 @@ class NDFConfig(datasets.BuilderConfig):
     device: str = "cpu"
     shard_size: int = 10000
     progress: bool = True
+    base: str | None = None
 
     def build_options(self) -> dict[str, Any]:
         """The options that change a built cache's content."""
-        return {k: getattr(self, k) for k in ("max_images", "base_epochs", "steps", "psnr", "seed")}
+        options = {k: getattr(self, k) for k in ("max_images", "base_epochs", "steps", "psnr", "seed")}
+        if self.base is not None:
+            options["base"] = os.fspath(self.base)
+        return options
 
 
 _DEFAULT_BUILD = NDFConfig().build_options()
@@ -141,7 +155,7 @@ def _read_manifest(location: str, storage_options: dict) -> dict | None:
 
 
 def list_shards(location: str, storage_options: dict | None = None) -> dict[str, list[str]]:
-    """The shard URLs under ``location`` by split, in shard order (``{}`` when none)."""
+    """The shard URLs (``.tar``, ``.tar.gz``, ``.parquet``) under ``location`` by split, in shard order (``{}`` when none)."""
     names = _list_names(location, storage_options or {})
     splits: dict[str, list[tuple[int, str]]] = {}
     for name in names:
@@ -154,7 +168,7 @@ def list_shards(location: str, storage_options: dict | None = None) -> dict[str,
 def iter_shard(url: str, storage_options: dict | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Yield ``(key, {extension: bytes})`` for each sample of a WebDataset tar shard, streaming.
 
-    See :func:`ndf_datasets.data.shards.iter_shard`.
+    See :func:`ndf_datasets.data.shards.iter_shard` (``.tar`` and ``.tar.gz``).
 
     Raises:
         NDFFormatError: the shard is not a readable tar file (named by its URL).
@@ -163,40 +177,27 @@ def iter_shard(url: str, storage_options: dict | None = None) -> Iterator[tuple[
     return shards.iter_shard(url, storage_options)
 
 
-def _example(shard: str, key: str, parts: dict[str, bytes]) -> dict[str, Any]:
-    """One dataset row from one WebDataset sample."""
-    where = f"{shard.rsplit('/', 1)[-1]}/{key}"
-    if "ndf" not in parts:
-        raise NDFFormatError(f"sample {key!r} has no .ndf member (it has {sorted(parts)})", source=shard)
-    label = None
-    if "cls" in parts:
-        try:
-            label = int(parts["cls"].decode("ascii").strip())
-        except (UnicodeDecodeError, ValueError):
-            raise NDFFormatError(
-                f"sample {key!r}: .cls is not an integer: {parts['cls'][:20]!r}", source=shard
-            ) from None
-    if label is not None:
-        _check_label(shard, key, parts["ndf"], label)
-    meta = parts["json"].decode("utf-8", "replace") if "json" in parts else None
-    return {"image": {"bytes": parts["ndf"], "path": f"{where}.ndf"}, "label": label, "key": key, "json": meta}
+def _example(shard: str, key: str, parts: dict[str, bytes], base: rows.BaseLookup | None = None) -> dict[str, Any]:
+    """One dataset row from one WebDataset sample (see :func:`.rows.example`)."""
+    return rows.example(shard, key, parts, base)
 
 
-def _check_label(shard: str, key: str, blob: bytes, label: int) -> None:
-    """Refuse a ``.cls`` that contradicts the label in the CRC-protected ``.ndf`` header.
-
-    ``.cls`` has no checksum of its own, so a flipped digit would otherwise be a wrong label
-    that looks valid. A ``.ndf`` that does not parse is left to the image feature, whose
-    ``on_error`` policy decides (raise, or skip and count).
-    """
-    try:
-        stored = fmt.parse(blob, f"{shard}#{key}.ndf").label
-    except NDFError:
-        return
-    if stored is not None and stored != label:
-        raise NDFFormatError(
-            f"sample {key!r}: .cls says {label} but the CRC-protected .ndf header says {stored}", source=shard
-        )
+def list_files(location: str, manifest: dict, storage_options: dict) -> dict[str, list[list[tuple[str, int | None]]]]:
+    """The ``files`` layout: per split, one list of ``(url, label)`` per statistics unit (a "shard")."""
+    classes = list(manifest.get("classes") or [])
+    out: dict[str, list[list[tuple[str, int | None]]]] = {}
+    for split, info in (manifest.get("splits") or {}).items():
+        for entry in info.get("shard_stats", []):
+            stats = json.loads(read_url(_join(location, entry["stats"]), 1 << 28, **storage_options))
+            files = [_join(location, f) for f in stats.get("files", [])]
+            labels = stats.get("labels") or [None] * len(files)
+            out.setdefault(split, []).append(list(zip(files, labels)))
+        if split in out:
+            continue
+        raise FileNotFoundError(f"{location}: the manifest lists no files for split {split!r}")
+    if not out and classes is not None:
+        raise FileNotFoundError(f"{location}: a files-layout manifest without splits")
+    return out
 
 
 def write_shard(path: str, samples: list[tuple[str, bytes, int, dict]]) -> None:
@@ -222,8 +223,10 @@ def _publish(tmp: str, location: str) -> None:
 def build_cache(source: RawSource, raw_dir: str, location: str, config: NDFConfig) -> str:
     """Build NDF shards for a named dataset from its raw copy into a local ``location``.
 
-    Fits a shared base on the (capped) train split, saves it as ``<hash>.ndfbase``, encodes
-    every split as records into ``<split>-NNNNNN.tar`` shards and writes :data:`MANIFEST`.
+    Fits a shared base on the (capped) train split (or takes ``config.base``), saves it as
+    ``<hash>.ndfbase``, encodes every split as records into ``ndf convert``'s default shards
+    (``<split>-NNNNNN.tar.gz``) and writes :data:`MANIFEST`. The raw copy may be the official
+    one or what torchvision downloads (``cifar-10-batches-py``, ``MNIST/raw``).
     The build happens in a temporary sibling folder that is renamed into place at the end.
 
     Returns:
@@ -257,6 +260,7 @@ def build_cache(source: RawSource, raw_dir: str, location: str, config: NDFConfi
             shard_size=config.shard_size,
             max_images=config.max_images,
             base_epochs=config.base_epochs,
+            base=config.base,  # None: fit one (the zoo hook: a trained base instead)
             storage_options=options,
             progress=config.progress,
             distributed=False,
@@ -272,7 +276,7 @@ def build_cache(source: RawSource, raw_dir: str, location: str, config: NDFConfi
 
 
 class NDFDatasetBuilder(datasets.GeneratorBasedBuilder):
-    """Reads NDF WebDataset shards; for named datasets, builds them from a raw copy first."""
+    """Reads NDF shards (tar, Parquet) or files; for named datasets, builds them from a raw copy first."""
 
     BUILDER_CONFIG_CLASS = NDFConfig
     BUILDER_CONFIGS: ClassVar[list[NDFConfig]] = [
@@ -326,21 +330,31 @@ class NDFDatasetBuilder(datasets.GeneratorBasedBuilder):
         options = self._storage(location)
         if self._source is not None:
             self._ensure_built(location, options, bool(getattr(dl_manager.download_config, "force_download", False)))
+        manifest = _read_manifest(location, options) or {}
         if self.config.source is None and self.config.data_files:
             splits = {str(s): list(files) for s, files in self.config.data_files.items()}
+        elif manifest.get("layout") == "files":
+            splits = list_files(location, manifest, options)
         else:
             splits = list_shards(location, options)
         if not splits:
-            raise FileNotFoundError(f"no NDF shards (<split>-NNNNNN.tar) found at {location}")
-        manifest = _read_manifest(location, options)
-        if self._source is None and manifest and manifest.get("classes"):
+            raise FileNotFoundError(
+                f"no NDF shards (<split>-NNNNNN.tar[.gz] or .parquet) and no files-layout manifest found at {location}"
+            )
+        if self._source is None and manifest.get("classes"):
             self.info.features = self._features(location, manifest["classes"])
         self._preload_bases(location, options)
-        return [datasets.SplitGenerator(name=s, gen_kwargs={"shards": urls}) for s, urls in sorted(splits.items())]
+        digests = _digests(manifest)
+        return [
+            datasets.SplitGenerator(
+                name=s, gen_kwargs={"shards": units, "digests": [_digest(digests, u) for u in units]}
+            )
+            for s, units in sorted(splits.items())
+        ]
 
     def _ensure_built(self, location: str, options: dict, force: bool) -> None:
         """Build a named dataset's cache from ``data_dir`` when it has no shards (or on force_redownload)."""
-        built = bool(list_shards(location, options))
+        built = bool(list_shards(location, options)) or _read_manifest(location, options) is not None
         if built and not (force and self.config.data_dir):
             return
         if not self.config.data_dir:
@@ -353,11 +367,42 @@ class NDFDatasetBuilder(datasets.GeneratorBasedBuilder):
 
     def _preload_bases(self, location: str, options: dict) -> None:
         """Load the shared bases found next to the shards, so this process decodes without re-reading them."""
+        self._bases: dict[bytes, SharedBase] = {}
         for name in _list_names(location, options):
             if name.endswith(BASE_SUFFIX):
-                load_base_cached(_join(location, name), **options)
+                base = load_base_cached(_join(location, name), **options)
+                self._bases[base.hash] = base
 
-    def _generate_examples(self, shards: list[str]) -> Iterator[tuple[Key, dict[str, Any]]]:
-        for shard_index, shard in enumerate(shards):
-            for item_index, (key, parts) in enumerate(iter_shard(shard, self._storage(shard))):
-                yield Key(shard_index, item_index), _example(shard, key, parts)
+    def _base_lookup(self, base_hash: bytes) -> SharedBase:
+        """The preloaded base a record names by its hash (or, for a compact record, its hash's first byte)."""
+        found = [b for h, b in getattr(self, "_bases", {}).items() if h.startswith(base_hash)]
+        if len(found) != 1:
+            raise NDFBaseError(
+                f"{len(found)} bases next to the shards match the record's base {base_hash.hex()}", source=str(self._location())
+            )
+        return found[0]
+
+    def _generate_examples(self, shards: list, digests: list) -> Iterator[tuple[Key, dict[str, Any]]]:
+        for shard_index, (shard, digest) in enumerate(zip(shards, digests)):
+            if isinstance(shard, list):  # the files layout: one unit's (url, label) pairs
+                generated = rows.file_rows(shard, self._storage(shard[0][0]) if shard else {})
+            elif shard.endswith(".parquet"):
+                generated = rows.parquet_rows(shard, self._storage(shard), digest)
+            else:
+                generated = rows.tar_rows(shard, self._storage(shard), self._base_lookup)
+            for item_index, row in enumerate(generated):
+                yield Key(shard_index, item_index), row
+
+
+def _digests(manifest: dict) -> dict[str, str]:
+    """Shard file name -> SHA-256, from the manifest."""
+    return {
+        e["shard"]: e["sha256"]
+        for info in (manifest.get("splits") or {}).values()
+        for e in info.get("shard_stats", [])
+        if "shard" in e and "sha256" in e
+    }
+
+
+def _digest(digests: dict[str, str], unit: Any) -> str | None:
+    return digests.get(unit.rsplit("/", 1)[-1]) if isinstance(unit, str) else None

@@ -38,16 +38,23 @@ class RawSource:
 
 
 
-_CIFAR_LAYOUT = "<data_dir>/cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin (the official binary version)"
+_CIFAR_LAYOUT = (
+    "<data_dir>/cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin (the official binary version) or "
+    "<data_dir>/cifar-10-batches-py/{data_batch_1..5,test_batch} (the python version torchvision downloads)"
+)
 _MNIST_LAYOUT = "<data_dir>/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (also <data_dir>/MNIST/raw/)"
 
 
 def read_cifar10(raw_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split of the official CIFAR-10 binary version (:func:`ndf_datasets.data.sources.read_cifar10_bin`).
+    """Read a split of CIFAR-10: the official binary version, or the python version torchvision downloads.
+
+    (:func:`ndf_datasets.data.sources.read_cifar10_bin` / ``read_cifar10_py``; the pickles are
+    read with the restricted unpickler, which rebuilds arrays and executes nothing.)
 
     Args:
-        raw_dir: the folder holding ``cifar-10-batches-bin/`` (or that folder itself), or a URL.
-        split: ``"train"`` (``data_batch_1..5.bin``) or ``"test"`` (``test_batch.bin``).
+        raw_dir: the folder holding ``cifar-10-batches-bin/`` or ``cifar-10-batches-py/`` (or
+            that folder itself), or a URL.
+        split: ``"train"`` (``data_batch_1..5[.bin]``) or ``"test"`` (``test_batch[.bin]``).
 
     Returns:
         ``N x 32 x 32 x 3`` uint8 images and ``N`` int64 labels.
@@ -56,7 +63,11 @@ def read_cifar10(raw_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         FileNotFoundError: a batch file is missing (the message gives the layout).
         ValueError: a file whose size is not a whole number of records.
     """
-    return sources.read_cifar10_bin(raw_dir, split, _storage_options(raw_dir))
+    options = _storage_options(raw_dir)
+    if sources.detect_kind(raw_dir, options) == "cifar10-py":
+        images, labels, _ = sources.read_cifar10_py(raw_dir, split, options)
+        return images, labels
+    return sources.read_cifar10_bin(raw_dir, split, options)
 
 
 def read_mnist(raw_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -68,11 +68,13 @@ def _module_hash() -> str:
     return _hash_python_lines(inspect.getsource(builder).splitlines())
 
 
-_SHARD_NAME = re.compile(r"[A-Za-z0-9_]+-\d+\.tar$")
+_SHARD_NAME = re.compile(r"[A-Za-z0-9_]+-\d+\.(?:tar|tar\.gz|parquet)$")
+_MANIFEST = "ndf_dataset.json"
 
 
 def _looks_like_ndf_shards(path: str, storage_options: dict) -> bool:
-    """True when ``path`` is a folder / URL prefix with NDF shards (tar + base or manifest)."""
+    """True when ``path`` is a folder / URL prefix that ``ndf convert`` wrote (a manifest), or with
+    NDF shards (``.tar``, ``.tar.gz``, ``.parquet``) next to a base."""
     if path.startswith("hf://") or not (is_url(path) or os.path.isdir(path)):
         return False
     try:
@@ -82,8 +84,31 @@ def _looks_like_ndf_shards(path: str, storage_options: dict) -> bool:
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
     except Exception:  # noqa: BLE001 - not listable: not ours, let datasets answer
         return False
-    has_tar = any(_SHARD_NAME.fullmatch(n) for n in names)
-    return has_tar and any(n.endswith(BASE_SUFFIX) or n == "ndf_dataset.json" for n in names)
+    has_shard = any(_SHARD_NAME.fullmatch(n) for n in names)
+    return _MANIFEST in names or (has_shard and any(n.endswith(BASE_SUFFIX) for n in names))
+
+
+def _parquet_base_locations(kwargs: dict) -> None:
+    """``load_dataset("parquet", data_files=...)``: the folders of the data files become base locations.
+
+    ``datasets``' own Parquet builder rebuilds the ``NDFImage`` column from the schema
+    metadata, but rows hold only bytes; a record then finds its base (``<hash>.ndfbase``, which
+    ``ndf convert`` writes next to the shards) in those folders (:func:`add_base_location`).
+    """
+    from .feature import add_base_location
+
+    files = kwargs.get("data_files")
+    if files is None:
+        return
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    if isinstance(files, dict):
+        files = [f for v in files.values() for f in ([v] if isinstance(v, (str, os.PathLike)) else v)]
+    for f in files:
+        f = os.fspath(f)
+        if f.endswith(".parquet") or "*" in f:
+            folder = f.rsplit("/", 1)[0] if "/" in f else "."
+            add_base_location(folder if is_url(folder) else os.path.abspath(folder))
 
 
 def _ndf_dataset_module(path: str, kwargs: dict) -> DatasetModule | None:
@@ -92,6 +117,9 @@ def _ndf_dataset_module(path: str, kwargs: dict) -> DatasetModule | None:
 
     from . import builder
 
+    if path == "parquet":
+        _parquet_base_locations(kwargs)
+        return None
     if path in DATASET_NAMES:
         builder_kwargs = {"dataset_name": path, "config_name": DATASET_NAMES[path]}
     else:

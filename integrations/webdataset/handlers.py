@@ -209,9 +209,11 @@ class NDFSampleMap:
     def __call__(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         """Decode the sample's ``.ndf`` members; other members are returned unchanged.
 
-        A label stored in a ``.ndf`` header (CRC-protected) must equal the sample's ``cls``
+        A label stored in a ``.ndf`` record (CRC-protected) must equal the sample's ``cls``
         member: the ``.cls`` text has no checksum of its own, so this is what detects its
-        corruption.
+        corruption. A sample without ``cls`` (the compact layout: one member per sample)
+        gets ``cls`` = the record's label, an int, so ``.to_tuple("ndf", "cls")`` works on
+        every layout.
 
         Raises:
             NDFDecodeError: a member is not valid NDF data, or ``cls`` contradicts the label
@@ -232,6 +234,8 @@ class NDFSampleMap:
             except NDFError as exc:
                 raise NDFDecodeError(key, url, member, f"{type(exc).__name__}: {exc}", exc.offset) from exc
             _check_label(sample, field.label, key, url)
+            if "cls" not in sample and field.label is not None:
+                out["cls"] = field.label
             out[member] = self.handler.finish(field)
         return out
 

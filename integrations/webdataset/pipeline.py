@@ -12,20 +12,21 @@ from typing import Any
 import webdataset as wds
 import webdataset.cache
 
-from ...data import VerifiedTarStream
+from ...data.tarcheck import open_verified
 
 __all__ = ["NDFWebDataset", "epoch_dataset"]
 
 
 class _VerifyingOpener:
-    """Wraps WebDataset's shard-opening stage: every opened stream is a :class:`VerifiedTarStream`."""
+    """Wraps WebDataset's shard-opening stage: every opened stream is a verified tar stream (gunzipped and
+    verified to its trailer for a ``.tar.gz``; :func:`~ndf_datasets.data.tarcheck.open_verified`)."""
 
     def __init__(self, inner: Callable[[Iterable[Any]], Iterable[dict]]):
         self.inner = inner
 
     def __call__(self, urls: Iterable[Any]) -> Iterable[dict]:
         for sample in self.inner(urls):
-            sample["stream"] = VerifiedTarStream(sample["stream"], str(sample["url"]))
+            sample["stream"] = open_verified(sample["stream"], str(sample["url"]))
             yield sample
 
 
@@ -36,11 +37,12 @@ class NDFWebDataset(wds.WebDataset):
     Same arguments and fluid interface as ``wds.WebDataset``. WebDataset reads tar files with
     :mod:`tarfile`, which ends a shard quietly at a tar header whose checksum is wrong (after
     the first member) or at an end of file before the end-of-archive marker: every later
-    sample is lost without an error. Here each shard stream goes through
-    :class:`~ndf_datasets.data.tarcheck.VerifiedTarStream`, so both raise
-    :class:`~ndf_datasets.NDFShardError` (shard URL, member, byte offset), handled by
-    ``handler=`` like any other error: :class:`SkipCounter` skips the rest of the shard and
-    counts it.
+    sample is lost without an error; and it never checks a ``.tar.gz`` shard's gzip trailer.
+    Here each shard stream goes through :class:`~ndf_datasets.data.tarcheck.VerifiedTarStream`
+    (and, for gzip shards, :class:`~ndf_datasets.data.gzcheck.VerifiedGzipStream`, read to the
+    end of the file), so all of it raises :class:`~ndf_datasets.NDFShardError` (shard URL,
+    member, byte offset), handled by ``handler=`` like any other error: :class:`SkipCounter`
+    skips the rest of the shard and counts it.
 
     Example::
 

@@ -91,6 +91,13 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    if not Path(args.input).is_file():  # a folder / URL that ndf convert wrote: its footprint
+        from .data.footprint import dataset_info, format_info, is_dataset
+
+        if is_dataset(args.input):
+            info = dataset_info(args.input)
+            print(json.dumps(info, indent=2) if args.json else format_info(info))
+            return 0
     from . import api
     from .codec import format as fmt
     from .codec import read_bytes
@@ -245,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-f", "--force", action="store_true")
     d.set_defaults(func=cmd_decode)
 
-    i = sub.add_parser("info", help="print a .ndf file's header")
-    i.add_argument("input")
+    i = sub.add_parser("info", help="print a .ndf file's header, or a converted dataset's bytes on disk per image")
+    i.add_argument("input", help="a .ndf / .ndfbase file, or a folder or URL that ndf convert wrote")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.add_argument("--base", help="the base of a compact record (path or zoo name): check it and show more")
     i.set_defaults(func=cmd_info)

@@ -67,6 +67,25 @@ class Store:
             out += [f if rel == "." else f"{rel.replace(os.sep, '/')}/{f}" for f in files]
         return sorted(out)
 
+    def sizes(self) -> dict[str, tuple[int, int | None]]:
+        """Every file under the location: relative name -> ``(bytes, bytes allocated on disk)``.
+
+        The allocated size (file-system blocks, what ``du`` counts) is known for local folders
+        only (``None`` for URLs, where storage bills the bytes).
+        """
+        if self.remote:
+            fs, root = self._fs()
+            try:
+                found = fs.find(root, detail=True)
+            except FileNotFoundError:
+                return {}
+            return {p[len(root) + 1 :]: (int(info.get("size") or 0), None) for p, info in found.items() if p.startswith(root + "/")}
+        out = {}
+        for name in self.names():
+            st = os.stat(self.path(name))
+            out[name] = (st.st_size, getattr(st, "st_blocks", 0) * 512 or st.st_size)
+        return out
+
     def remove(self, name: str) -> None:
         """Delete ``name`` if it exists."""
         if self.remote:

@@ -1,7 +1,13 @@
-"""Every single-byte flip and every truncation of a small WebDataset shard, through each reader.
+"""Every single-byte flip and every truncation of a small shard, through each reader, in each layout.
 
-    python -m benchmarks.shard_corruption                      # exhaustive, all readers
+    python -m benchmarks.shard_corruption                      # exhaustive, all readers, the tar layout
     python -m benchmarks.shard_corruption --stride 7 --readers ndf-wds
+    python -m benchmarks.shard_corruption --layout compact     # ndf convert's default: one member, .tar.gz
+    python -m benchmarks.shard_corruption --layout parquet --readers hf-parquet
+
+Layouts (``--layout``): ``tar`` (what :func:`~ndf_datasets.integrations.webdataset.write_shards`
+writes: ``.ndf`` + ``.cls`` members, pax headers), ``compact`` (``ndf convert``'s default:
+one ``.ndf`` member per sample, gzip) and ``parquet`` (``ndf convert --format parquet``).
 
 The shard holds a few ``.ndf`` samples (standalone fields whose headers carry their label)
 with ``.cls`` members, as :func:`~ndf_datasets.integrations.webdataset.write_shards` writes
@@ -42,16 +48,27 @@ Sample = tuple[str, int | None, bytes]  # key, label, pixel bytes
 Result = tuple[list[Sample], int]  # samples read, errors skipped (skip mode)
 
 
-def make_shard(directory: Path, count: int = 3, size: int = 6) -> tuple[Path, list[Sample]]:
+def make_shard(directory: Path, count: int = 3, size: int = 6, layout: str = "tar") -> tuple[Path, list[Sample]]:
     """Write a shard of ``count`` tiny labelled fields; returns its path and the clean reading."""
-    from ndf_datasets.integrations.webdataset import write_shards
-
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(count)]
     labels = [int(i % 10) for i in range(count)]
     blobs = ndf.encode_batch(images, psnr=None, steps=3, labels=labels)
-    shards = write_shards(str(directory / "train-%06d.tar"), ({"ndf": b, "cls": c} for b, c in zip(blobs, labels)))
-    path = Path(shards.urls[0])
+    if layout == "tar":
+        from ndf_datasets.integrations.webdataset import write_shards
+
+        shards = write_shards(str(directory / "train-%06d.tar"), ({"ndf": b, "cls": c} for b, c in zip(blobs, labels)))
+        path = Path(shards.urls[0])
+    else:
+        from ndf_datasets.data import parquet, shards
+
+        samples = [shards.Sample(f"{i:08d}", b, c) for i, (b, c) in enumerate(zip(blobs, labels))]
+        if layout == "compact":
+            path = directory / "train-000000.tar.gz"
+            path.write_bytes(shards.shard_bytes(samples, shards.COMPACT, compress=True))
+        else:
+            path = directory / "train-000000.parquet"
+            path.write_bytes(parquet.parquet_bytes(samples, [str(c) for c in range(10)]))
     pixels = ndf.decode_batch(blobs)
     return path, [(f"{i:08d}", labels[i], _pixels(pixels[i])) for i in range(count)]
 
@@ -105,11 +122,35 @@ def read_hf(path: Path, strict: bool, skip: bool) -> Result:
     return out, skipped_rows()[0] - before
 
 
+def read_hf_parquet(path: Path, skip: bool, sha256: str | None) -> Result:
+    """What ``load_dataset(<folder>)`` runs per Parquet shard: the builder's rows, then ``NDFImage`` decoding."""
+    from ndf_datasets.integrations.hf import NDFImage, skipped_rows
+    from ndf_datasets.integrations.hf.rows import parquet_rows
+
+    feature = NDFImage(size=None, on_error="skip" if skip else "raise")
+    before = skipped_rows()[0]
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for row in parquet_rows(str(path), {}, sha256):
+            x = feature.decode_example(row["image"])
+            if x is not None:
+                out.append((row["key"], row["label"], _pixels(x)))
+    return out, skipped_rows()[0] - before
+
+
+#: the SHA-256 of the clean Parquet shard, as the manifest records it (set by :func:`run`)
+CLEAN_SHA256: dict[str, str] = {}
+
 READERS: dict[str, Callable[[Path, bool], Result]] = {
     "ndf-wds": lambda p, skip: read_wds(p, True, skip),
     "wds": lambda p, skip: read_wds(p, False, skip),
     "hf": lambda p, skip: read_hf(p, True, skip),
+    "hf-parquet": lambda p, skip: read_hf_parquet(p, skip, CLEAN_SHA256.get(p.name)),
+    "hf-parquet-nosha": lambda p, skip: read_hf_parquet(p, skip, None),
 }
+#: the readers of each layout
+LAYOUT_READERS = {"tar": ["ndf-wds", "wds", "hf"], "compact": ["ndf-wds", "wds", "hf"], "parquet": ["hf-parquet", "hf-parquet-nosha"]}
 
 
 # ----------------------------------------------------------------------------- the campaign
@@ -126,12 +167,13 @@ class Tally:
 
 
 def _names_everything(exc: BaseException, path: Path) -> bool:
-    """The message names the shard, a member and a byte offset."""
+    """The message names the shard, a member (a Parquet shard: the row group and column, or its footer) and a byte offset."""
     text = str(exc)
     for cause in (exc.__cause__, exc.__context__):
         if cause is not None:
             text += " | " + str(cause)
-    return path.name in text and ("member" in text or ".ndf" in text) and "byte" in text
+    where = ("member", ".ndf", "row group", "column", "footer")
+    return path.name in text and any(w in text for w in where) and "byte" in text
 
 
 def classify(reader: Callable[[Path, bool], Result], path: Path, clean: list[Sample], tally: Tally, what: str) -> str:
@@ -159,14 +201,19 @@ def classify(reader: Callable[[Path, bool], Result], path: Path, clean: list[Sam
 
 
 def run(
-    readers: list[str], workdir: Path, stride: int = 1, xor: int = 0xFF, count: int = 3
+    readers: list[str], workdir: Path, stride: int = 1, xor: int = 0xFF, count: int = 3, layout: str = "tar"
 ) -> dict[str, Any]:
     """Flip and truncate the shard for each reader; returns the tallies."""
-    path, clean = make_shard(workdir, count)
+    import hashlib
+
+    path, clean = make_shard(workdir, count, layout=layout)
     data = path.read_bytes()
+    CLEAN_SHA256[path.name] = hashlib.sha256(data).hexdigest()
     bad = workdir / "mutated" / path.name
     bad.parent.mkdir(exist_ok=True)
-    result: dict[str, Any] = {"shard_bytes": len(data), "samples": count, "stride": stride, "xor": xor, "readers": {}}
+    result: dict[str, Any] = {
+        "layout": layout, "shard_bytes": len(data), "samples": count, "stride": stride, "xor": xor, "readers": {},
+    }  # fmt: skip
     for name in readers:
         reader = READERS[name]
         assert reader(path, False)[0] == clean, f"{name}: the clean shard does not read back"
@@ -192,16 +239,19 @@ def main() -> None:
     import tempfile
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--readers", nargs="+", default=list(READERS), choices=list(READERS))
+    p.add_argument("--layout", choices=list(LAYOUT_READERS), default="tar")
+    p.add_argument("--readers", nargs="+", default=None, choices=list(READERS), help="default: the layout's readers")
     p.add_argument("--stride", type=int, default=1, help="test every N-th position / length")
     p.add_argument("--xor", type=lambda v: int(v, 0), default=0xFF)
     p.add_argument("--samples", type=int, default=3)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(args.readers, Path(tmp), args.stride, args.xor, args.samples)
+        readers = args.readers or LAYOUT_READERS[args.layout]
+        result = run(readers, Path(tmp), args.stride, args.xor, args.samples, args.layout)
     result["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     OUT.mkdir(exist_ok=True)
-    (OUT / "shard_corruption.json").write_text(json.dumps(result, indent=2))
+    name = "shard_corruption.json" if args.layout == "tar" else f"shard_corruption_{args.layout}.json"
+    (OUT / name).write_text(json.dumps(result, indent=2))
     for name, r in result["readers"].items():
         for family in ("flips", "truncations"):
             t = r[family]
@@ -212,7 +262,7 @@ def main() -> None:
             )
             for ex in t["silent_examples"][:2]:
                 print(f"{'':8s}   SILENT e.g. {ex}")
-    print(f"shard of {result['shard_bytes']} bytes, {result['samples']} samples; stride {result['stride']}")
+    print(f"{args.layout} shard of {result['shard_bytes']} bytes, {result['samples']} samples; stride {result['stride']}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """2 ranks x 4 DataLoader workers: every sample exactly once per epoch, the same order for a seed.
 
+On every shard layout (:mod:`tests.layouts`): WebDataset's own tar, ``ndf convert``'s compact
+``.tar.gz`` (one member per sample) and, for HF ``datasets``, Parquet.
+
 Ranks are simulated in one process, one after the other, the way the libraries see them:
 WebDataset reads ``RANK`` / ``WORLD_SIZE`` from the environment (the DataLoader's forked
 workers inherit it), HF ``datasets`` takes the rank in ``split_dataset_by_node``. Each rank
@@ -12,29 +15,33 @@ import json
 
 import pytest
 import torch
-from ndf_datasets.integrations.webdataset import epoch_dataset, ndf_decoder, ndf_samples, write_shards
+from ndf_datasets.integrations.webdataset import epoch_dataset, ndf_decoder, ndf_samples
 from torch.utils.data import DataLoader
 
 import ndf_datasets as ndf
 
 from .conftest import make_image
+from .layouts import LAYOUTS, TAR_LAYOUTS, write_layout
 
 RANKS, WORKERS, SHARDS, PER_SHARD = 2, 4, 8, 3
 SEED = 1234
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    out = tmp_path_factory.mktemp("once")
+def encoded():
     n = SHARDS * PER_SHARD
     labels = [i % 7 for i in range(n)]
     blobs = ndf.encode_batch([make_image(6, 6, 3, seed=i) for i in range(n)], psnr=None, steps=3, labels=labels)
-    written = write_shards(
-        str(out / "train-%06d.tar"), ({"ndf": b, "cls": c} for b, c in zip(blobs, labels)), maxcount=PER_SHARD
-    )
+    return blobs, labels, {f"{i:08d}": ndf.decode(b) for i, b in enumerate(blobs)}
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def shards(request, encoded, tmp_path_factory):
+    blobs, labels, pixels = encoded
+    out = tmp_path_factory.mktemp(f"once-{request.param}")
+    urls = write_layout(out, blobs, labels, PER_SHARD, request.param)
     (out / "ndf_dataset.json").write_text(json.dumps({"format": "ndf-webdataset"}))
-    pixels = {f"{i:08d}": ndf.decode(b) for i, b in enumerate(blobs)}
-    return written.urls, out, pixels
+    return urls, out, pixels, request.param
 
 
 def _wds_rank(urls: list[str], rank: int, epoch: int, monkeypatch) -> list[tuple[str, torch.Tensor]]:
@@ -70,7 +77,9 @@ def _orders(per_rank) -> list[list[str]]:
 
 @pytest.mark.slow
 def test_webdataset_two_ranks_four_workers(shards, monkeypatch):
-    urls, _, pixels = shards
+    urls, _, pixels, layout = shards
+    if layout not in TAR_LAYOUTS:
+        pytest.skip("WebDataset reads tar shards")
     epoch0 = [_wds_rank(urls, r, 0, monkeypatch) for r in range(RANKS)]
     _check_epoch(epoch0, pixels)
     again = [_wds_rank(urls, r, 0, monkeypatch) for r in range(RANKS)]
@@ -82,7 +91,7 @@ def test_webdataset_two_ranks_four_workers(shards, monkeypatch):
 
 @pytest.mark.slow
 def test_hf_streaming_two_ranks_four_workers(shards):
-    _, location, pixels = shards
+    _, location, pixels, _ = shards
     epoch0 = [_hf_rank(str(location), r, 0) for r in range(RANKS)]
     _check_epoch(epoch0, pixels)
     again = [_hf_rank(str(location), r, 0) for r in range(RANKS)]
@@ -96,7 +105,9 @@ def test_epoch_dataset_partitions_shards_before_reading(shards, monkeypatch):
     """The shard permutation is the same on every rank and the parts are disjoint (no I/O)."""
     import webdataset as wds
 
-    urls, _, _ = shards
+    urls, _, _, layout = shards
+    if layout not in TAR_LAYOUTS:
+        pytest.skip("WebDataset reads tar shards")
     seen = []
     for rank in range(RANKS):
         monkeypatch.setenv("RANK", str(rank))

@@ -3,7 +3,8 @@
 CI-sized version of ``python -m benchmarks.shard_corruption`` (which tries every byte and
 every length; figures in RELIABILITY.md): here a stride over the whole shard plus every
 byte of one tar header in the middle of the shard, where plain tarfile-based readers lose
-the rest of the shard without an error.
+the rest of the shard without an error; and a stride over the shards of the layouts ``ndf
+convert`` writes (compact ``.tar.gz``, Parquet), through every reader of each.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ndf_datasets.integrations.webdataset import (
 )
 
 import ndf_datasets as ndf
-from benchmarks.shard_corruption import READERS, Tally, classify, make_shard
+from benchmarks.shard_corruption import CLEAN_SHA256, READERS, Tally, classify, make_shard
 from ndf_datasets.codec.errors import NDFShardError
 from ndf_datasets.data.tarcheck import VerifiedTarStream
 
@@ -152,3 +153,63 @@ def test_hf_rows_refuse_a_cls_that_contradicts_the_ndf_label():
     assert "s/train-000000.tar" in str(info.value)
     # a damaged .ndf is left to the image feature's on_error policy, not refused here
     assert _example("s/train-000000.tar", "000000", {"ndf": blob[:-1], "cls": b"4"})["label"] == 4
+
+
+# ----------------------------------------------------------------------------- the layouts ndf convert writes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "layout, reader",
+    [("compact", "ndf-wds"), ("compact", "hf"), ("parquet", "hf-parquet"), ("parquet", "hf-parquet-nosha")],
+)
+def test_every_layout_detects_flips_and_truncations(layout, reader, tmp_path):
+    """One-member gzip shards and Parquet shards: nothing silent, every error names shard, member and offset.
+
+    ``hf-parquet`` checks the whole file against the manifest's SHA-256; ``hf-parquet-nosha``
+    (``load_dataset("parquet", ...)``-like, no manifest) relies on the page CRCs and the
+    record CRCs: footer bytes then may change nothing read ("identical"), never the output.
+    """
+    import hashlib
+
+    path, clean = make_shard(tmp_path, count=3, layout=layout)
+    data = path.read_bytes()
+    CLEAN_SHA256[path.name] = hashlib.sha256(data).hexdigest()
+    (tmp_path / "mutated").mkdir()
+    shard = (path, clean, data)
+    flips, cuts = _campaign(reader, shard, tmp_path / "mutated", range(0, len(data), 5), range(0, len(data), 7))
+    for tally in (flips, cuts):
+        assert tally.counts["SILENT"] == 0, tally.silent_examples
+        assert tally.counts["error"] > 0
+        assert tally.errors_naming_shard_member_offset == tally.counts["error"], tally.error_examples
+
+
+def test_gzip_shard_errors_name_shard_member_and_offset(tmp_path):
+    """Damage in the deflate data and in the gzip trailer (which tarfile never reads) are both NDFShardErrors."""
+    path, clean = make_shard(tmp_path, count=3, layout="compact")
+    data = path.read_bytes()
+    bad = tmp_path / "bad" / path.name
+    bad.parent.mkdir()
+    bad.write_bytes(data[:-8] + bytes([data[-8] ^ 0x01]) + data[-7:])  # the CRC-32 of the uncompressed tar
+    read = []
+    with pytest.raises(NDFShardError, match="CRC-32 mismatch in the gzip trailer") as info:
+        for s in NDFWebDataset(str(bad), shardshuffle=False).map(ndf_samples(ndf_decoder(size=None))):
+            read.append(s["__key__"])
+    err = info.value
+    assert err.source == str(bad) and err.offset is not None and err.member == "00000002.ndf"
+    assert f"byte {err.offset}" in str(err) and "00000002.ndf" in str(err)
+    plain = list(wds.WebDataset(str(bad), shardshuffle=False).decode(ndf_decoder(size=None)))
+    assert len(plain) == 3  # tarfile stops at the end-of-archive marker: the trailer is never checked
+    with open(bad, "rb") as raw:
+        from ndf_datasets.data.tarcheck import open_verified
+
+        stream = open_verified(raw, str(bad))
+        with pytest.raises(NDFShardError):
+            while stream.read(4096):
+                pass
+
+
+def test_compact_samples_get_their_label_from_the_record(tmp_path):
+    path, clean = make_shard(tmp_path, count=3, layout="compact")
+    got = list(NDFWebDataset(str(path), shardshuffle=False).map(ndf_samples(ndf_decoder(size=None))).to_tuple("__key__", "cls"))
+    assert got == [(key, label) for key, label, _ in clean]

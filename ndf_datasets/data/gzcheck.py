@@ -5,8 +5,9 @@ WebDataset and every tar tool read natively. But those readers do not make damag
 ``tarfile``'s stream mode never checks the gzip trailer (CRC-32 and length of the
 uncompressed data), and it stops reading at the tar end-of-archive marker, before the trailer.
 
-:class:`VerifiedGzipStream` inflates the stream itself (:mod:`zlib`, gzip framing) as the
-bytes are asked for, so that
+:class:`VerifiedGzipStream` inflates the stream itself as the bytes are asked for (the gzip
+framing of RFC 1952 is parsed and checked here, the deflate data is inflated by :mod:`zlib`,
+the CRC-32 and length are computed over what it gives back), so that
 
 * corrupted deflate data, a CRC-32 or length mismatch in the trailer, trailing bytes that are
   not another gzip member, and an end of file before the trailer all raise
@@ -14,7 +15,9 @@ bytes are asked for, so that
   range where the damage was found and (through the :class:`~ndf_datasets.data.tarcheck.VerifiedTarStream`
   reading it) the tar member and its offset in the uncompressed tar;
 * :meth:`finish`, called by that tar stream when it reaches the end-of-archive marker, reads
-  the rest of the file, so the trailer is always checked: every byte of the shard is verified.
+  the rest of the file, so the trailer is always checked: every byte of the shard is verified
+  (but the gzip header's modification time, extra flags and OS bytes, which change nothing
+  that is read); every inflated byte is delivered before the trailer is checked.
 
 Inflation is bounded per call (``read(n)`` produces at most ``n`` bytes, at most
 :data:`CHUNK` compressed bytes are read at a time), so a small hostile file can not make one
@@ -69,7 +72,9 @@ class VerifiedGzipStream:
         self.out = 0
         self.members = 0
         self.where: Callable[[], tuple[str | None, str]] | None = None
-        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._z = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate: the gzip framing is checked here
+        self._in_member = False
+        self._crc = self._size = 0
         self._pending = b""  # compressed bytes read but not yet given to the decompressor
         self._at = 0  # compressed offset of the first byte of _pending
         self._eof = False  # raw is exhausted
@@ -134,35 +139,98 @@ class VerifiedGzipStream:
         if close is not None:
             close()
 
-    # ---- inflating
+    # ---- inflating: the gzip framing (RFC 1952) is parsed here, the deflate data by zlib
 
-    def _fill(self) -> bool:
-        """Read more compressed bytes into ``_pending``; ``False`` at the end of ``raw``."""
-        if self._eof:
-            return False
-        chunk, self.head = (self.head, b"") if self.head else (self.raw.read(CHUNK), b"")
-        if not chunk:
-            self._eof = True
-            return False
-        if not self._pending:
-            self._at = self.pos
-        self._pending += chunk
-        self.pos += len(chunk)
+    def _fill(self, need: int = 1) -> bool:
+        """Read until ``_pending`` holds ``need`` bytes; ``False`` when ``raw`` ends first."""
+        while len(self._pending) < need:
+            if self._eof:
+                return False
+            chunk, self.head = (self.head, b"") if self.head else (self.raw.read(CHUNK), b"")
+            if not chunk:
+                self._eof = True
+                return False
+            if not self._pending:
+                self._at = self.pos
+            self._pending += chunk
+            self.pos += len(chunk)
         return True
+
+    def _take(self, n: int, what: str) -> bytes:
+        if not self._fill(n):
+            raise _Damage(f"the gzip stream is truncated inside its {what}", self.pos)
+        data, self._pending = self._pending[:n], self._pending[n:]
+        self._at += n
+        return data
+
+    def _header(self) -> None:
+        """Parse one member's header (RFC 1952 section 2.3), leaving ``_pending`` at its deflate data."""
+        start = self._at
+        fixed = self._take(10, "header")
+        if fixed[:2] != GZIP_MAGIC or fixed[2] != 8:
+            raise _Damage("the gzip header is damaged (bad magic or compression method)", start)
+        flags, parts = fixed[3], [fixed]
+        if flags & 0xE0:
+            raise _Damage(f"the gzip header is damaged (reserved flag bits {flags:#04x} set)", start + 3)
+        if flags & 0x04:  # FEXTRA
+            size = self._take(2, "header")
+            parts += [size, self._take(int.from_bytes(size, "little"), "header")]
+        for bit in (0x08, 0x10):  # FNAME, FCOMMENT: zero-terminated
+            if flags & bit:
+                while (byte := self._take(1, "header")) != b"\0":
+                    parts.append(byte)
+                    if sum(len(p) for p in parts) > 1 << 16:
+                        raise _Damage("the gzip header is damaged (a name or comment over 64 KiB)", start)
+                parts.append(byte)
+        if flags & 0x02:  # FHCRC
+            if int.from_bytes(self._take(2, "header"), "little") != zlib.crc32(b"".join(parts)) & 0xFFFF:
+                raise _Damage("the gzip header's CRC-16 does not match", start)
+        self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._crc = self._size = 0
+        self._in_member = True
+
+    def _trailer(self) -> None:
+        """Check the member's CRC-32 and length against what was inflated."""
+        at = self._at
+        trailer = self._take(8, "CRC-32 trailer")
+        crc, size = int.from_bytes(trailer[:4], "little"), int.from_bytes(trailer[4:], "little")
+        if crc != self._crc:
+            raise _Damage(
+                f"CRC-32 mismatch in the gzip trailer (stored {crc:08x}, computed {self._crc:08x}): some byte of "
+                "the shard is wrong",
+                at,
+            )
+        if size != self._size & 0xFFFFFFFF:
+            raise _Damage(f"length mismatch in the gzip trailer (stored {size}, inflated {self._size})", at + 4)
+        self.members += 1
+        self._in_member = False
 
     def _inflate(self, n: int) -> bytes | None:
         """At most ``n`` uncompressed bytes; ``None`` at the verified end of the stream.
 
         Compressed bytes go to zlib :data:`FEED` at a time, so damage is located within
-        that many bytes.
+        that many bytes; every inflated byte is returned before the trailer is checked.
         """
         while True:
+            if not self._in_member:
+                if not self._fill(1):
+                    if self.members:
+                        return None
+                    raise _Damage("the gzip stream is empty", self.pos)
+                if self.members and self._pending[:1] != GZIP_MAGIC[:1]:
+                    raise _Damage(
+                        "bytes after the end of the gzip stream are not a gzip member (trailing garbage)", self._at
+                    )
+                self._header()
             if self._z.eof:
-                if not self._next_member():
-                    return None
-            if not self._pending and not self._fill():
-                raise _Damage("the gzip stream is truncated: it ends before its CRC-32 trailer", self.pos)
-            data, rest, start = self._pending[:FEED], self._pending[FEED:], self._at
+                self._pending = self._z.unused_data + self._pending
+                self._at -= len(self._z.unused_data)
+                self._z = zlib.decompressobj(-zlib.MAX_WBITS)  # (not used again before the next header)
+                self._trailer()
+                continue
+            if not self._fill(1):
+                raise _Damage("the gzip stream is truncated: it ends inside its deflate data", self.pos)
+            data, self._pending, start = self._pending[:FEED], self._pending[FEED:], self._at
             try:
                 got = self._z.decompress(data, n)
             except zlib.error as exc:
@@ -170,26 +238,15 @@ class VerifiedGzipStream:
                     f"the gzip data is corrupted ({_reason(exc)}) in compressed bytes {start}..{start + len(data)}", start
                 ) from None
             left = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
-            self._pending = left + rest
-            self._at = start + len(data) - len(left)
-            if self._z.eof:
-                self.members += 1
+            if not self._z.eof:
+                self._pending = left + self._pending
+                self._at = start + len(data) - len(left)
+            else:
+                self._at = start + len(data)  # unused_data is put back above
+            self._crc = zlib.crc32(got, self._crc)
+            self._size += len(got)
             if got:
                 return got
-
-    def _next_member(self) -> bool:
-        """After a member's verified trailer: start the next member, or ``False`` at the end of file."""
-        while len(self._pending) < 2 and self._fill():
-            pass
-        if not self._pending:
-            return False
-        if self._pending[:2] != GZIP_MAGIC:
-            raise _Damage(
-                f"{len(self._pending)}+ bytes after the end of the gzip stream are not a gzip member (trailing garbage)",
-                self._at,
-            )
-        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        return True
 
     # ---- errors
 
@@ -206,9 +263,4 @@ class _Damage(Exception):
 
 
 def _reason(exc: zlib.error) -> str:
-    text = str(exc)
-    if "incorrect data check" in text:
-        return "CRC-32 mismatch in the gzip trailer: some byte of the shard is wrong"
-    if "incorrect length check" in text:
-        return "length mismatch in the gzip trailer"
-    return text.replace("Error -3 while decompressing data: ", "zlib: ")
+    return str(exc).replace("Error -3 while decompressing data: ", "zlib: ")

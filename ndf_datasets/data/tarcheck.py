@@ -79,6 +79,7 @@ class VerifiedTarStream:
         self.member: str | None = None  # the member whose data is being read, or the last one
         self.members = 0
         self.ended = False  # the end-of-archive marker was seen
+        self.end_offset = 0  # where it is
         self.failed = False
         self.pending: NDFShardError | None = None  # found, raised by the next read
         self.compressed = isinstance(raw, VerifiedGzipStream)
@@ -94,13 +95,17 @@ class VerifiedTarStream:
             self._raise_pending()
         try:
             data = self.raw.read(n) if n is None or n >= 0 else self.raw.read()
-            if data:
-                good = self._feed(data)
-                if self.ended and self.compressed:
-                    self.raw.finish()  # the rest of the file and the gzip trailer: every byte is verified
         except NDFShardError:
             self.failed = True
             raise
+        if data:
+            good = self._feed(data)
+            if self.ended and self.compressed and self.pending is None:
+                try:
+                    self.raw.finish()  # the rest of the file and the gzip trailer: every byte is verified
+                except NDFShardError as exc:  # deliver every member first; raise when tarfile asks for more
+                    self.pending = exc
+                    good = max(0, self.end_offset - (self.pos - len(data)))
         if data:
             if self.pending is not None:
                 data = data[:good]
@@ -184,6 +189,7 @@ class VerifiedTarStream:
         """Check one header block; returns the error (not raised yet) or ``None``."""
         if block == _ZERO:
             self.ended = True
+            self.end_offset = offset
             return None
         after = f"after member {self.member!r}" if self.member else "of the first member"
         stored = _octal(block[148:156])

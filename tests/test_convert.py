@@ -277,6 +277,61 @@ def test_every_reader_gets_the_same_tensors(src, reference, tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "layout, extra",
+    [("parquet", {}), ("webdataset", {"members": ["cls", "json"], "compress": False}), ("files", {})],
+    ids=["parquet", "tar-with-cls-json", "files"],
+)
+def test_each_layout_holds_the_same_records_and_loads_back(src, reference, tmp_path, layout, extra):
+    """``--format parquet|webdataset|files`` from the same base: the same records, the same rows through
+    ``load_dataset(OUT)`` (and ``load_dataset("parquet", data_files=...)``), the layout in the manifest."""
+    datasets = pytest.importorskip("datasets")
+    from ndf_datasets.data.footprint import dataset_info
+
+    (base_file,) = reference.glob("*.ndfbase")
+    out = tmp_path / "out"
+    result = ndf.convert(src, out, layout=layout, base=base_file, **KW, **extra)
+    manifest = result.manifest
+    assert manifest["layout"] == layout and manifest["base_hash"] == base_file.stem
+    ref_manifest = json.loads((reference / MANIFEST).read_text())
+    assert manifest["stats"]["bytes"] == ref_manifest["stats"]["bytes"]  # the same records, byte for byte
+    assert manifest["splits"]["train"]["psnr"] == ref_manifest["splits"]["train"]["psnr"]  # measured the same way
+    ndf.clear_base_cache()
+    want = datasets.load_dataset(str(reference), split="test", cache_dir=str(tmp_path / "hf0")).with_format("torch")
+    got = datasets.load_dataset(str(out), split="test", cache_dir=str(tmp_path / "hf1")).with_format("torch")
+    assert got.features["label"].names == ["cat", "dog"] and list(got["key"]) == list(want["key"])
+    assert list(got["label"]) == list(want["label"])
+    for a, b in zip(got, want):
+        assert torch.equal(a["image"], b["image"])
+    if layout == "parquet":  # datasets' own Parquet builder: NDFImage from the schema, the base next to the files
+        ndf.clear_base_cache()
+        own = datasets.load_dataset(
+            "parquet", data_files={"test": str(out / "test-*.parquet")}, split="test", cache_dir=str(tmp_path / "hf2")
+        ).with_format("torch")
+        assert type(own.features["image"]).__name__ == "NDFImage" and own.features["label"].names == ["cat", "dog"]
+        assert torch.equal(own[5]["image"], want[5]["image"]) and list(own["label"]) == list(want["label"])
+    info = dataset_info(str(out))
+    assert info["bytes"]["records"] == manifest["stats"]["bytes"]["total"]
+    assert info["bytes"]["data"] == manifest["footprint"]["bytes"]["data"]
+    assert info["bytes"]["containers"] == info["bytes"]["data"] - info["bytes"]["records"] >= 0
+
+
+def test_footprint_in_the_manifest_and_ndf_info(reference, capsys):
+    manifest = json.loads((reference / MANIFEST).read_text())
+    assert manifest["layout"] == "webdataset" and manifest["members"] == ["ndf"] and manifest["compression"] == "gzip"
+    fp = manifest["footprint"]
+    shards = sum(p.stat().st_size for p in reference.iterdir() if SHARD.fullmatch(p.name))
+    assert fp["bytes"]["data"] == shards and fp["bytes"]["records"] == manifest["stats"]["bytes"]["total"]
+    assert fp["bytes"]["base"] == next(reference.glob("*.ndfbase")).stat().st_size
+    assert fp["per_image"]["data"] == round(shards / 24, 2) and fp["images"] == 24
+    assert cli_main(["info", str(reference)]) == 0
+    text = capsys.readouterr().out
+    assert "24 images" in text and "records" in text and "containers" in text and "data / records" in text
+    assert cli_main(["info", str(reference), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["bytes"]["data"] == shards and info["allocated"]["data"] >= shards
+
+
 # ----------------------------------------------------------------------------- sources
 
 

@@ -22,7 +22,10 @@ The seed's full CIFAR protocol (ResNet-18, Adam 1e-3, cosine, 100 epochs), one c
   ``ndf:DIR``           NDF shards written by ``ndf convert`` (``DIR/train-*.tar``, ``DIR/test-*.tar``),
                         read through the WebDataset adapter (``ndf_samples`` + ``ndf_read`` +
                         ``ndf_batch_decode``) - the path a user's DataLoader takes;
-  ``jpeg:Q``/``webp:Q`` Pillow round trips at quality Q (the classic codecs at matching sizes).
+  ``jpeg:Q``/``webp:Q`` Pillow round trips at quality Q (the classic codecs at matching sizes);
+  ``learned:BASE@PSNR`` compact records of a learned base (a path or zoo name) at a PSNR target,
+                        encoded and decoded in-process (``ndf.encode_batch`` + ``ndf.decode_batch``);
+                        ``learned:BASE#LEVEL`` at a fixed rate level.
 
 Decoding is deterministic, so each source is decoded ONCE through its loader into a tensor
 and every epoch reads that tensor (the loader's per-epoch cost is measured separately by
@@ -137,6 +140,25 @@ def _classic(x: torch.Tensor, fmt: str, quality: int) -> tuple[torch.Tensor, flo
     return torch.stack(out).permute(0, 3, 1, 2).float() / 255, float(np.mean(sizes))
 
 
+def _learned(x: torch.Tensor, spec: str) -> tuple[torch.Tensor, float]:
+    """Encode N x C x H x W float images as compact records of a learned base and decode them."""
+    import ndf_datasets as ndf
+
+    if "#" in spec:
+        name, level = spec.split("#")
+        kw = {"level": int(level), "psnr": None}
+    else:
+        name, target = spec.split("@")
+        kw = {"psnr": float(target)}
+    base = ndf.load_base(name)
+    out, sizes = [], []
+    for start in range(0, len(x), 2000):
+        recs = ndf.encode_batch(list(x[start : start + 2000]), base=base, batch_size=500, **kw)
+        sizes += [len(r) for r in recs]
+        out.append(ndf.decode_batch(recs, base=base))
+    return (torch.cat(out) * 255).round() / 255, float(np.mean(sizes))
+
+
 def load(dataset: str, source: str, train_count: int | None, test_count: int | None) -> dict:
     """Train/test tensors for a source plus its bytes/image and PSNR vs the original pixels."""
     raw = mnist if dataset == "mnist" else cifar10
@@ -154,6 +176,13 @@ def load(dataset: str, source: str, train_count: int | None, test_count: int | N
         nte, ntey, bte = _ndf_split(arg, "test", size, test_count)
         if not (torch.equal(ntry, ytr[: len(ntry)]) and torch.equal(ntey, yte[: len(ntey)])):
             raise SystemExit(f"labels in {arg} do not match the raw dataset's order")
+        bytes_per_image = btr
+    elif kind == "learned":
+        import warnings
+
+        with warnings.catch_warnings(record=True):  # targets a few images miss are counted in the PSNR
+            (ntr, btr), (nte, _) = _learned(xtr, arg), _learned(xte, arg)
+        ntry, ntey = ytr, yte
         bytes_per_image = btr
     elif kind in ("jpeg", "webp"):
         fmt = "JPEG" if kind == "jpeg" else "WEBP"

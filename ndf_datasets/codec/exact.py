@@ -114,7 +114,7 @@ class ExactConv(nn.Conv2d):
         n, _, h, w = x.shape
         k = self.kernel_size[0]
         wq = q_weight(self.weight).to(x.device)
-        cols = F.unfold(x, k, padding=k // 2)  # n, cin*k*k, h*w
+        cols = x.reshape(n, -1, h * w) if k == 1 else F.unfold(x, k, padding=k // 2)  # n, cin*k*k, h*w
         out = torch.matmul(wq.reshape(wq.shape[0], -1), cols) + q_bias(self.bias).to(x.device)[:, None]
         return q_act(out.reshape(n, wq.shape[0], h, w))
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ...codec import render_fields
+from ..sizes import SizeArg, check_size, current_size
 from .feature import NDFImage
 
 __all__ = ["render_transform", "split_for_rank"]
@@ -15,7 +16,7 @@ __all__ = ["render_transform", "split_for_rank"]
 
 def render_transform(
     column: str = "image",
-    size: int | tuple[int, int] | None = None,
+    size: SizeArg = None,
     device: str | torch.device = "cpu",
     base: str | None = None,
 ) -> Callable[[dict], dict]:
@@ -26,7 +27,9 @@ def render_transform(
 
     Args:
         column: the NDFImage column.
-        size: output size (required when the batch mixes original sizes).
+        size: output size (required when the batch mixes original sizes); a
+            :class:`~ndf_datasets.integrations.sizes.SharedSize` is read for every batch, so
+            progressive resizing needs no new transform.
         device: where to render.
         base: as in :class:`NDFImage`.
 
@@ -36,7 +39,8 @@ def render_transform(
         ds.set_transform(render_transform("image", size=32, device="cuda"))
         batch = ds[:256]["image"]            # 256 x 3 x 32 x 32 on the GPU
     """
-    reader = NDFImage(decode=True, size=size, base=base)
+    size = check_size(size)
+    reader = NDFImage(decode=True, base=base)
 
     def transform(batch: dict) -> dict:
         values = batch[column]
@@ -45,7 +49,7 @@ def render_transform(
         if all(isinstance(v, torch.Tensor) for v in values):  # already decoded
             batch[column] = torch.stack(values).to(device)
         else:
-            batch[column] = render_fields([reader.read_field(v) for v in values], size, device)
+            batch[column] = render_fields([reader.read_field(v) for v in values], current_size(size), device)
         return batch
 
     return transform

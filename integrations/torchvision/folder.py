@@ -20,6 +20,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ...codec import DecodedField, SharedBase, Size, load_base_cached, read_field, read_url, render_fields, resolve_size
 from ...codec.errors import NDFBaseError, NDFError
+from ..sizes import SharedSize
 from .batch import DATASET_SIZE, ArchSpec, BaseArg, BaseRef, NDFDecoder, NDFItem, _load_file, _resolve
 
 __all__ = ["MAX_ERRORS_KEPT", "NDF_EXTENSIONS", "ON_ERROR", "NDFImageFolder", "logger", "ndf_loader"]
@@ -79,6 +80,12 @@ class NDFImageFolder(DatasetFolder):
     ``collate_fn=ndf_collate`` to the ``DataLoader`` and render each batch in one forward pass
     with :meth:`NDFBatch.decode` or ``ds.decoder()``. Pixels equal ``deferred=False``.
 
+    **Progressive resizing.** :meth:`set_size` changes the output size between epochs, in
+    this process and in every DataLoader worker (persistent ones too): train at 16, then 24,
+    then 32 pixels from the same records without rebuilding the dataset or the loader. The
+    size lives in a :class:`~ndf_datasets.integrations.sizes.SharedSize`; pass one as ``size=``
+    to share it between datasets (train and validation).
+
     **Bad files.** With ``on_error="raise"`` (default) a corrupt or truncated file raises an
     :class:`~ndf_datasets.NDFError` naming its path. With ``on_error="skip"``, ``ds[i]``
     returns ``None`` for a file that can not be read or decoded (an ``NDFError`` other than
@@ -94,7 +101,8 @@ class NDFImageFolder(DatasetFolder):
     Args:
         root (str or ``pathlib.Path``): Root directory path.
         size: output size: an int (square), ``(height, width)``, or ``None`` (each image's
-            original size).
+            original size); or a :class:`~ndf_datasets.integrations.sizes.SharedSize` (see
+            :meth:`set_size`).
         transform (callable, optional): A function/transform that takes the decoded
             ``C x H x W`` float tensor and returns a transformed version. Not allowed with
             ``deferred=True`` (apply it to the decoded batch instead).
@@ -153,7 +161,7 @@ class NDFImageFolder(DatasetFolder):
             allow_empty=allow_empty,
         )
         self.imgs = self.samples
-        self.size = size
+        self._size = size if isinstance(size, SharedSize) else SharedSize(size)
         self.device = torch.device(device)
         self.deferred = deferred
         self.on_error = on_error
@@ -193,9 +201,35 @@ class NDFImageFolder(DatasetFolder):
             target = self.target_transform(target)
         return sample, target
 
+    @property
+    def size(self) -> Size:
+        """The output size samples are decoded at now (see :meth:`set_size`)."""
+        return self._size.get()
+
+    @size.setter
+    def size(self, size: Size) -> None:
+        self.set_size(size)
+
+    def set_size(self, size: Size) -> None:
+        """Decode every sample read from now on at ``size``, here and in every DataLoader worker.
+
+        Progressive resizing: the dataset and its loader stay as they are (persistent workers
+        included: the size is in shared memory). Call it between epochs; batches a worker
+        had already prefetched keep the old size. Deferred batches render at the size their
+        items were read for, so ``decoder()`` follows too.
+
+        Args:
+            size: an int (square), ``(height, width)`` or ``None`` (original size).
+
+        Raises:
+            ValueError: an invalid size.
+        """
+        self._size.set(tuple(size) if isinstance(size, list) else size)
+
     def decoder(self, size: Size = DATASET_SIZE) -> NDFDecoder:
-        """An :class:`NDFDecoder` for this dataset's deferred batches (its size and base)."""
-        return NDFDecoder(self.size if size is DATASET_SIZE else size, base=self.base)
+        """An :class:`NDFDecoder` for this dataset's deferred batches: its base, and by default the size each
+        batch was read at (the dataset's size then: it follows :meth:`set_size`)."""
+        return NDFDecoder(size, base=self.base)
 
     def extra_repr(self) -> str:
         base = self.base if not isinstance(self.base, SharedBase) else f"<SharedBase {self.base.hash.hex()}>"
@@ -236,8 +270,9 @@ class NDFImageFolder(DatasetFolder):
         logger.warning("skipping %s: %s", path, exc)
 
 
-def _check_options(size: Size, on_error: str, transform: Callable | None, deferred: bool) -> None:
-    resolve_size(size, 1, 1)
+def _check_options(size: Size | SharedSize, on_error: str, transform: Callable | None, deferred: bool) -> None:
+    if not isinstance(size, SharedSize):
+        resolve_size(size, 1, 1)
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if deferred and transform is not None:

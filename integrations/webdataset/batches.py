@@ -7,7 +7,8 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...codec import DecodedField, SharedBase, Size, render_fields, resolve_size
+from ...codec import DecodedField, SharedBase, render_fields
+from ..sizes import SizeArg, check_size, current_size
 from .bases import _cached_base
 
 if TYPE_CHECKING:
@@ -35,17 +36,16 @@ class NDFBatchRender:
     Build it with :func:`ndf_batch_decode`.
 
     Args:
-        size: output size: ``None`` (original; all images then need one size), an int or ``(h, w)``.
+        size: output size: ``None`` (original; all images then need one size), an int or ``(h, w)``;
+            or a :class:`~ndf_datasets.integrations.sizes.SharedSize` read for every batch.
         device: where to render, e.g. ``"cuda"``.
 
     Raises:
         ValueError: an invalid ``size`` (at construction).
     """
 
-    def __init__(self, size: Size = 32, device: str | torch.device = "cpu"):
-        if size is not None:
-            resolve_size(size, 1, 1)
-        self.size = tuple(size) if isinstance(size, list) else size
+    def __init__(self, size: SizeArg = 32, device: str | torch.device = "cpu"):
+        self.size = check_size(size)
         self.device = str(device)
 
     def __call__(self, batch: Any) -> Any:
@@ -75,7 +75,7 @@ class NDFBatchRender:
                 if base is not f.base:
                     f = dataclasses.replace(f, base=base)
             fixed.append(f)
-        return render_fields(fixed, self.size, self.device)
+        return render_fields(fixed, current_size(self.size), self.device)
 
     def __repr__(self) -> str:
         return f"ndf_batch_decode(size={self.size!r}, device={self.device!r})"
@@ -85,7 +85,7 @@ def _is_field_list(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, DecodedField) for v in value)
 
 
-def ndf_batch_decode(size: Size = 32, device: str | torch.device = "cpu") -> NDFBatchRender:
+def ndf_batch_decode(size: SizeArg = 32, device: str | torch.device = "cpu") -> NDFBatchRender:
     """A map function for after ``.batched(n)``: renders each batch's fields in one pass.
 
     Pairs with :func:`ndf_read`; the pixels equal :func:`ndf_decoder`'s. Bases arriving in
@@ -93,7 +93,7 @@ def ndf_batch_decode(size: Size = 32, device: str | torch.device = "cpu") -> NDF
     hash, so their weights move to ``device`` once.
 
     Args:
-        size: output size.
+        size: output size (or a :class:`~ndf_datasets.integrations.sizes.SharedSize`).
         device: where to render, e.g. ``"cuda"``.
 
     Raises:

@@ -12,9 +12,10 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...codec import DecodedField, SharedBase, Size, load_base_cached, read_field, render_fields, resolve_size
+from ...codec import DecodedField, SharedBase, load_base_cached, read_field, render_fields
 from ...codec.errors import NDFBaseError, NDFError
 from ..s3 import storage_options_for
+from ..sizes import SizeArg, check_size, current_size
 from .bases import _as_locations, _find_base, shard_dir
 from .errors import NDFDecodeError
 
@@ -46,7 +47,9 @@ class NDFHandler:
     :func:`ndf_read` (:class:`~ndf_datasets.DecodedField`, for :func:`ndf_batch_decode`).
 
     Args:
-        size: output size: ``None`` (original), an int (square) or ``(height, width)``.
+        size: output size: ``None`` (original), an int (square) or ``(height, width)``; or a
+            :class:`~ndf_datasets.integrations.sizes.SharedSize` (any callable returning a
+            size), read for every sample: progressive resizing without a new pipeline.
         device: where to render.
         base: the shared base for records: a SharedBase, or its path/URL (loaded once per process).
         base_locations: directories / URL prefixes holding ``<hash>.ndfbase`` files.
@@ -62,7 +65,7 @@ class NDFHandler:
 
     def __init__(
         self,
-        size: Size = 32,
+        size: SizeArg = 32,
         device: str | torch.device = "cpu",
         base: SharedBase | str | os.PathLike | None = None,
         base_locations: Iterable[str | os.PathLike] | str | None = None,
@@ -70,9 +73,7 @@ class NDFHandler:
         render: bool = True,
         allow_code: bool = False,
     ):
-        if size is not None:
-            resolve_size(size, 1, 1)  # validate now, not in a worker
-        self.size = tuple(size) if isinstance(size, list) else size
+        self.size = check_size(size)  # validate now, not in a worker
         self.device = str(device)
         self.base = os.fspath(base) if isinstance(base, (str, os.PathLike)) else base
         self.base_locations = _as_locations(base_locations)
@@ -122,7 +123,7 @@ class NDFHandler:
         """Render ``field`` (or return it as it is with ``render=False``)."""
         if not self.render:
             return field
-        return render_fields([field], self.size, self.device)[0]
+        return render_fields([field], current_size(self.size), self.device)[0]
 
     def _base_arg(self, shard: str | None, source: str) -> SharedBase | Callable[[bytes], SharedBase]:
         """The base, or a resolver :func:`read_field` calls with a record's hash."""
@@ -139,7 +140,7 @@ class NDFHandler:
 
 
 def ndf_decoder(
-    size: Size = 32,
+    size: SizeArg = 32,
     device: str | torch.device = "cpu",
     base: SharedBase | str | os.PathLike | None = None,
     base_locations: Iterable[str | os.PathLike] | str | None = None,
@@ -152,7 +153,8 @@ def ndf_decoder(
     in ``.map``). Other extensions are left to the other handlers.
 
     Args:
-        size: output size: ``None`` (original), an int (square) or ``(height, width)``.
+        size: output size: ``None`` (original), an int (square) or ``(height, width)``; or a
+            :class:`~ndf_datasets.integrations.sizes.SharedSize` to change it between epochs.
         device: where to render (keep ``"cpu"`` in DataLoader workers).
         base: the shared base for records: a SharedBase or its path/URL.
         base_locations: directories / URL prefixes searched for ``<hash>.ndfbase``.

@@ -41,7 +41,7 @@ def main() -> int:
     hf = torch.stack([ds[i]["image"] for i in range(n)]).float()
     hf_labels = [int(ds[i]["label"]) for i in range(n)]
 
-    urls = sorted(glob.glob(f"{args.out}/test-*.tar"))
+    urls = sorted(glob.glob(f"{args.out}/test-*.tar") + glob.glob(f"{args.out}/test-*.tar.gz"))  # plain or compact shards
     pipe = wds.WebDataset(urls, shardshuffle=False).map(ndf_samples(ndf_decoder(size=28))).to_tuple("ndf", "cls")
     wd, wd_labels = [], []
     for x, y in pipe:

@@ -185,7 +185,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         "convert",
         help="convert a dataset (MNIST/CIFAR-10 raw copy, ImageFolder, image files) to NDF shards",
         description="Fit a shared base on the training split, then encode every split as records into "
-        "WebDataset shards (or one .ndf per image). Re-running the same command resumes an interrupted "
+        "compact WebDataset shards (.tar.gz; or Parquet shards, or one .ndf per image). Re-running the same command resumes an interrupted "
         "conversion; under torchrun each rank converts its share of the shards. "
         "Arguments can be read from a file: ndf convert @args.txt",
         fromfile_prefix_chars="@",

@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from ..codec import NDFShardError
 
-__all__ = ["GZIP_MAGIC", "CHUNK", "FEED", "MAX_TAIL", "VerifiedGzipStream"]
+__all__ = ["GZIP_MAGIC", "CHUNK", "FEED", "MAX_TAIL", "PassThrough", "VerifiedGzipStream"]
 
 #: the first two bytes of every gzip member
 GZIP_MAGIC = b"\x1f\x8b"
@@ -45,7 +45,27 @@ FEED = 1024
 MAX_TAIL = 1 << 20
 
 
-class VerifiedGzipStream:
+class PassThrough:
+    """What a reader wrapped around ``self.raw`` offers besides ``read``: ``readable``, ``close``
+    (closes ``raw``) and every other attribute of ``raw``."""
+
+    raw: IO[bytes]
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        close = getattr(self.raw, "close", None)
+        if close is not None:
+            close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "raw":  # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self.raw, name)
+
+
+class VerifiedGzipStream(PassThrough):
     """Read an uncompressed stream out of a gzip stream, verifying it as it goes.
 
     Args:
@@ -130,14 +150,6 @@ class VerifiedGzipStream:
                     f"more than {MAX_TAIL} bytes follow the tar end-of-archive marker inside the gzip stream",
                     self.pos,
                 )
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        close = getattr(self.raw, "close", None)
-        if close is not None:
-            close()
 
     # ---- inflating: the gzip framing (RFC 1952) is parsed here, the deflate data by zlib
 
@@ -254,8 +266,6 @@ class VerifiedGzipStream:
         member, where = self.where() if self.where is not None else (None, f"uncompressed byte {self.out}")
         return NDFShardError(f"{message}; damage found at {where}", source=self.source, offset=offset, member=member)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.raw, name)
 
 
 class _Damage(Exception):

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import IO, Any
 
 from ..codec import NDFShardError
-from .gzcheck import GZIP_MAGIC, VerifiedGzipStream
+from .gzcheck import GZIP_MAGIC, PassThrough, VerifiedGzipStream
 
 __all__ = ["VerifiedTarStream", "BLOCK", "open_verified"]
 
@@ -56,7 +56,7 @@ def _octal(field: bytes) -> int | None:
         return None
 
 
-class VerifiedTarStream:
+class VerifiedTarStream(PassThrough):
     """Read a tar stream through, verifying every header and the end-of-archive marker.
 
     Args:
@@ -116,22 +116,11 @@ class VerifiedTarStream:
             self._raise_pending()
         return data
 
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        close = getattr(self.raw, "close", None)
-        if close is not None:
-            close()
-
     def __enter__(self) -> VerifiedTarStream:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.raw, name)
 
     # ---- the block structure
 
@@ -212,7 +201,7 @@ class VerifiedTarStream:
         return None
 
 
-class _Prefixed:
+class _Prefixed(PassThrough):
     """``raw`` with ``head`` (bytes already read from it) put back in front."""
 
     def __init__(self, raw: IO[bytes], head: bytes):
@@ -226,9 +215,6 @@ class _Prefixed:
             return data
         data, self.head = self.head[:n], self.head[n:]
         return data
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.raw, name)
 
 
 def open_verified(raw: IO[bytes], source: str) -> VerifiedTarStream:

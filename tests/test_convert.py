@@ -316,6 +316,43 @@ def test_each_layout_holds_the_same_records_and_loads_back(src, reference, tmp_p
     assert info["bytes"]["containers"] == info["bytes"]["data"] - info["bytes"]["records"] >= 0
 
 
+@pytest.mark.filterwarnings("ignore:.*can not reach:UserWarning")  # a 20-step base: quality is not the point
+def test_compact_records_of_a_learned_base_in_every_layout_and_loader(tmp_path):
+    """Codec v2's compact records (no magic, a 1-byte base tag, a CRC only checkable with the base)
+    through convert in each layout, then load_dataset(OUT), NDFWebDataset and NDFImageFolder."""
+    datasets = pytest.importorskip("datasets")
+    from ndf_datasets.integrations.torchvision import NDFImageFolder
+    from ndf_datasets.integrations.webdataset import NDFWebDataset, ndf_decoder, ndf_samples
+
+    from ndf_datasets.codec.training import TrainSettings, train_base
+
+    from .test_learned import HYPER_CFG, _images
+
+    torch.manual_seed(0)
+    settings = TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=20, batch_size=8, lr=3e-3, warmup=5)
+    base = ndf.load_base(train_base(_images(24, 16, 16), settings, progress=False).to_bytes())
+    base.save(tmp_path / "learned.ndfbase")
+    src = write_image_folder(tmp_path / "src", {"train": 3}, side=16)
+    want = None
+    for layout in ("webdataset", "parquet", "files"):
+        out = tmp_path / layout
+        result = ndf.convert(src, out, layout=layout, base=tmp_path / "learned.ndfbase", shard_size=4, progress=False)
+        assert result.manifest["footprint"]["bytes"]["records"] == result.manifest["stats"]["bytes"]["total"]
+        ndf.clear_base_cache()
+        rows = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / f"hf-{layout}")).with_format("torch")
+        assert list(rows["label"]) == [0, 0, 0, 1, 1, 1]
+        got = torch.stack([r["image"] for r in rows])
+        want = got if want is None else want
+        assert torch.equal(got, want)
+    ndf.clear_base_cache()
+    urls = sorted(str(p) for p in (tmp_path / "webdataset").glob("train-*.tar.gz"))
+    streamed = list(NDFWebDataset(urls, shardshuffle=False).map(ndf_samples(ndf_decoder(size=None))).to_tuple("ndf", "cls"))
+    assert [c for _, c in streamed] == [0, 0, 0, 1, 1, 1] and torch.equal(torch.stack([x for x, _ in streamed]), want)
+    ndf.clear_base_cache()
+    folder = NDFImageFolder(tmp_path / "files" / "train", size=None)
+    assert torch.equal(torch.stack([folder[i][0] for i in range(len(folder))]), want)
+
+
 def test_footprint_in_the_manifest_and_ndf_info(reference, capsys):
     manifest = json.loads((reference / MANIFEST).read_text())
     assert manifest["layout"] == "webdataset" and manifest["members"] == ["ndf"] and manifest["compression"] == "gzip"

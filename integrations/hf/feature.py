@@ -30,6 +30,7 @@ from ...codec import (
     resolve_size,
 )
 from ...codec import format as fmt
+from ...codec.record import is_compact
 
 __all__ = ["NDFImage", "add_base_location", "skipped_rows"]
 
@@ -368,7 +369,10 @@ class NDFImage:
 
 
 def _check_magic(blob: bytes, source: str) -> bytes:
-    """Refuse bytes that are not an NDF file at all (cheap; full checks happen on decode)."""
-    if blob[: len(fmt.MAGIC)] != fmt.MAGIC:
+    """Refuse bytes that are not an NDF file at all (cheap; full checks happen on decode).
+
+    A v1 container starts with the magic; a compact record (codec v2) with its tag byte.
+    """
+    if blob[: len(fmt.MAGIC)] != fmt.MAGIC and not is_compact(blob):
         raise ValueError(f"{source}: not an .ndf file (it starts with {blob[:8]!r}); encode it with ndf.encode first")
     return blob

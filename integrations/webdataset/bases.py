@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 
-from ...codec import NDFBaseError, SharedBase, base_filename, load_base_cached, resolve_base
+from ...codec import BASE_SUFFIX, NDFBaseError, SharedBase, base_filename, load_base_cached, resolve_base
 from ..s3 import storage_options_for
 
 __all__ = ["shard_dir"]
@@ -44,6 +44,8 @@ def _find_base(base_hash: bytes, locations: Sequence[str], source: str) -> Share
     base = _cached_base(base_hash)
     if base is not None:
         return base
+    if len(base_hash) < 8:  # a compact record names its base by a 1-byte tag: the codec finds <tag>*.ndfbase
+        return _find_tagged(base_hash, locations, source)
     tried = []
     for loc in locations:
         candidate = _join(loc, base_filename(base_hash))
@@ -59,6 +61,22 @@ def _find_base(base_hash: bytes, locations: Sequence[str], source: str) -> Share
     raise NDFBaseError(
         f"this record needs the shared base {base_hash.hex()}; {where}. Pass base=..., "
         "base_locations=[<shard dir>], or decode with .map(ndf_samples(...)) to look next to each shard",
+        source=source,
+    )
+
+
+def _find_tagged(tag: bytes, locations: Sequence[str], source: str) -> SharedBase:
+    """The one base whose hash starts with ``tag`` in the first location that holds one (the record's CRC,
+    checked with the full hash when it is decoded, confirms it)."""
+    for loc in locations:
+        try:
+            return resolve_base(tag, [loc], **storage_options_for(loc))
+        except NDFBaseError as exc:
+            if "several bases" in exc.message:  # ambiguous here: never guess
+                raise
+    raise NDFBaseError(
+        f"this compact record needs the shared base whose hash starts with {tag.hex()}; looked for "
+        f"{[_join(loc, tag.hex() + '*' + BASE_SUFFIX) for loc in locations]}. Pass base=... or base_locations=[...]",
         source=source,
     )
 

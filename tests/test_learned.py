@@ -66,6 +66,8 @@ def test_exact_layers_are_order_and_batch_invariant():
     assert torch.equal(conv2.exact(x[:, perm]), full)
     reference = torch.nn.functional.conv2d(x, q_weight(conv.weight), q_bias(conv.bias), padding=1)
     assert (reference - full).abs().max() <= 2.0**-11  # only the rounding to the activation grid
+    matmul = q_act(conv.exact_matmul(x, q_weight(conv.weight), q_bias(conv.bias)))
+    assert torch.equal(matmul, full)  # the GPU path (unfold + matmul) gives the same bits as the CPU path
 
 
 def test_scale_table_is_consistent():

@@ -116,6 +116,7 @@ def read_field(blob: bytes, base: SharedBase | Callable[[bytes], SharedBase] | N
         NDFError: malformed input (a subclass says what), or :class:`NDFBaseError` for a
             record given no base or the wrong one.
     """
+    base = _as_base(base)
     if is_compact(blob):
         return read_fields([blob], base, [source])[0]
     c = fmt.parse(blob, source)
@@ -155,7 +156,20 @@ def read_field(blob: bytes, base: SharedBase | Callable[[bytes], SharedBase] | N
     return DecodedField(arch, latents, weights, None, c.label, source)
 
 
-BaseArg = SharedBase | Callable[[bytes], SharedBase] | None
+BaseArg = SharedBase | Callable[[bytes], SharedBase] | str | os.PathLike | None
+
+
+def _as_base(base):
+    """A zoo name or a path -> the (cached) base; anything else unchanged."""
+    if isinstance(base, (str, os.PathLike)):
+        from .zoo import ZOO, load_base
+
+        if isinstance(base, str) and base in ZOO and not os.path.exists(base):
+            return load_base(base)
+        from .bases import load_base_cached
+
+        return load_base_cached(base)
+    return base
 
 
 def _compact_base(rec, base: BaseArg, source: str) -> SharedBase:
@@ -178,6 +192,7 @@ def read_fields(blobs: Sequence[bytes], base: BaseArg = None, sources: Sequence[
     A learned base's entropy model runs once per group of records (batched networks, one
     stream per record), which is much faster than one call per record.
     """
+    base = _as_base(base)
     sources = list(sources) if sources is not None else [f"<item {i}>" for i in range(len(blobs))]
     if len(sources) != len(blobs):
         raise ValueError("sources must have one entry per blob")
@@ -319,7 +334,7 @@ def decode(blob: bytes, size: Size = None, base: SharedBase | None = None, devic
     Args:
         blob: the file's bytes.
         size: ``None`` (original size), an int (square) or ``(height, width)``.
-        base: the shared base, required for records.
+        base: the shared base, required for records (a :class:`SharedBase`, a path or a zoo name).
         device: where to render.
         source: name used in error messages.
     """

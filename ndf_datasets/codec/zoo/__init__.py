@@ -58,4 +58,6 @@ def load_base(src: str | os.PathLike | bytes, source: str | None = None) -> Shar
                     raise FileNotFoundError(str(exc.args[0])) from None
                 _loaded[src] = _load_file(path, source=f"zoo:{src}")
             return _loaded[src]
+    if isinstance(src, (str, os.PathLike)) and not os.path.exists(src):
+        raise FileNotFoundError(f"{os.fspath(src)!r} is neither a base file nor a zoo base (this installation's zoo: {zoo_names()})")
     return _load_file(src, source)

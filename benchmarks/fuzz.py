@@ -131,15 +131,15 @@ def atheris_child(argv: list[str]) -> None:
         import ndf_datasets  # noqa: F401
         import ndf_datasets.codec.coding  # noqa: F401
         import ndf_datasets.codec.decoding  # noqa: F401
+        import ndf_datasets.codec.exact  # noqa: F401
         import ndf_datasets.codec.fields.conv  # noqa: F401
         import ndf_datasets.codec.fields.grid  # noqa: F401
-        import ndf_datasets.codec.format  # noqa: F401
-        import ndf_datasets.codec.shared  # noqa: F401
-        import ndf_datasets.codec.record  # noqa: F401
-        import ndf_datasets.codec.gaussian  # noqa: F401
-        import ndf_datasets.codec.exact  # noqa: F401
         import ndf_datasets.codec.fields.hyper  # noqa: F401
         import ndf_datasets.codec.fields.pixel  # noqa: F401
+        import ndf_datasets.codec.format  # noqa: F401
+        import ndf_datasets.codec.gaussian  # noqa: F401
+        import ndf_datasets.codec.record  # noqa: F401
+        import ndf_datasets.codec.shared  # noqa: F401
     from benchmarks.fuzzlib import FUZZ_LIMITS, Mutator, load_corpus, target
     from ndf_datasets.codec import format as fmt
 

@@ -19,7 +19,7 @@ The seed's full CIFAR protocol (ResNet-18, Adam 1e-3, cosine, 100 epochs), one c
 
 ``--source``:
   ``images``            the original pixels;
-  ``ndf:DIR``           NDF shards written by ``ndf convert`` (``DIR/train-*.tar``, ``DIR/test-*.tar``),
+  ``ndf:DIR``           NDF shards written by ``ndf convert`` (``DIR/train-*.tar[.gz]``, ``DIR/test-*``),
                         read through the WebDataset adapter (``ndf_samples`` + ``ndf_read`` +
                         ``ndf_batch_decode``) - the path a user's DataLoader takes;
   ``jpeg:Q``/``webp:Q`` Pillow round trips at quality Q (the classic codecs at matching sizes);
@@ -102,9 +102,9 @@ def _ndf_split(directory: str, split: str, size: int, count: int | None) -> tupl
     import webdataset as wds
     from ndf_datasets.integrations.webdataset import ndf_batch_decode, ndf_read, ndf_samples
 
-    urls = sorted(glob.glob(f"{directory}/{split}-*.tar"))
+    urls = sorted(glob.glob(f"{directory}/{split}-*.tar") + glob.glob(f"{directory}/{split}-*.tar.gz"))
     if not urls:
-        raise SystemExit(f"no {split}-*.tar shards in {directory} (make them with `ndf convert`)")
+        raise SystemExit(f"no {split}-*.tar[.gz] shards in {directory} (make them with `ndf convert`)")
     pipeline = (
         wds.WebDataset(urls, shardshuffle=False, empty_check=False)
         .map(lambda s: {**s, "bytes": len(s["ndf"])})

@@ -100,9 +100,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             return 0
     from . import api
     from .codec import format as fmt
-    from .codec import read_bytes
-
-    from .codec import load_base
+    from .codec import load_base, read_bytes
     from .codec.record import is_compact
 
     data = read_bytes(args.input)

@@ -78,12 +78,19 @@ def test_scale_table_is_consistent():
 
 
 def test_records_decode_identically_alone_and_in_batches(hyper_base):
+    from ndf_datasets.codec.record import parse_record
+
     x = _images(6, 16, 16, seed=100).float() / 255
-    recs, _ = encode_learned(hyper_base, x, level=4, refine_steps=0)
-    together = read_fields(recs, hyper_base)
-    for i, r in enumerate(recs):
-        alone = ndf.read_field(r, hyper_base)
-        assert torch.equal(alone.latents["y"], together[i].latents["y"])
+    recs, rep = encode_learned(hyper_base, x, level=4, refine_steps=0)
+    payloads = [parse_record(r).payload for r in recs]
+    arch, weights = hyper_base.arch, hyper_base.weights_on("cpu")
+    together = arch.exact_latents(weights, rep.levels, payloads)
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for i in range(len(recs)):  # bit for bit, whatever the batch and thread count
+            assert torch.equal(arch.exact_latents(weights, rep.levels[i : i + 1], payloads[i : i + 1])[0], together[i])
+    alone = render_fields([ndf.read_field(recs[0], hyper_base)])
+    assert (alone - render_fields(read_fields(recs, hyper_base))[:1]).abs().max() < 1e-4  # float synthesis
 
 
 # ----------------------------------------------------------------------------- round trips
@@ -163,12 +170,11 @@ def test_wrong_base_and_damage_are_errors(hyper_base):
 
 
 def test_limits_bound_what_a_record_declares(hyper_base):
-    from ndf_datasets.codec.record import write_record
-
     import struct
     import zlib
 
     from ndf_datasets.codec.format import _uvarint
+    from ndf_datasets.codec.record import write_record
 
     big = write_record(hyper_base.hash, 1, b"\x00" * 8, size=(8000, 8000))  # allowed, but too many symbols
     with pytest.raises(ndf.NDFLimitError, match="max_symbols"):
@@ -253,3 +259,19 @@ def test_training_resumes_bit_for_bit(tmp_path, monkeypatch):
     assert again.hash == resumed.hash
     with pytest.raises(ValueError, match="other settings"):
         train_base(imgs, TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=13, batch_size=8), checkpoint_dir=tmp_path / "b", progress=False)
+
+
+def test_record_label_checks_without_decoding(hyper_base, tmp_path):
+    from ndf_datasets.codec import record_label
+    from ndf_datasets.integrations.webdataset import write_shards
+
+    blob = ndf.encode(make_image(16, 16, 3, seed=70), base=hyper_base, level=2, label=6)
+    assert record_label(blob, hyper_base) == 6
+    bad = bytearray(blob)
+    bad[-5] ^= 1
+    with pytest.raises(ndf.NDFChecksumError):
+        record_label(bytes(bad), hyper_base)
+    with pytest.raises(ndf.NDFBaseError):
+        record_label(blob)
+    written = write_shards(str(tmp_path / "s-%06d.tar"), [{"ndf": blob, "cls": 6}], base=hyper_base)
+    assert written

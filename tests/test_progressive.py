@@ -13,10 +13,10 @@ import os
 
 import pytest
 import torch
+from ndf_datasets.integrations.sizes import SharedSize
 from torch.utils.data import DataLoader
 
 import ndf_datasets as ndf
-from ndf_datasets.integrations.sizes import SharedSize
 
 from .test_sources import write_image_folder
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ...codec import NDFError, NDFFormatError, SharedBase, read_field, read_url
+from ...codec import NDFError, NDFFormatError, SharedBase, read_url
 from ...codec import format as fmt
+from ...codec import record_label as codec_record_label
 from ...data import parquet, shards
 
 __all__ = ["record_label", "tar_rows", "parquet_rows", "file_rows", "example"]
@@ -35,14 +36,14 @@ BaseLookup = Callable[[bytes], SharedBase]
 def record_label(blob: bytes, source: str, base: BaseLookup | None) -> int | None:
     """The label a record stores, verified: ``None`` when it has none or can not be read.
 
-    A v1 container is checked by its own CRC-32 (cheap); any other record is read with its
-    base (``read_field``), the only way its CRC can be checked. A record that does not
-    verify gives ``None``: the image column's ``on_error`` policy then decides.
+    A v1 container is checked by its own CRC-32; a compact record by its CRC with its base
+    (``codec.record_label``: no entropy decoding). A record that does not verify gives
+    ``None``: the image column's ``on_error`` policy then decides.
     """
     try:
-        if blob[: len(fmt.MAGIC)] == fmt.MAGIC:
-            return fmt.parse(blob, source).label
-        return read_field(blob, base, source).label if base is not None else None
+        if blob[: len(fmt.MAGIC)] != fmt.MAGIC and base is None:
+            return None
+        return codec_record_label(blob, base, source)
     except NDFError:
         return None
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import webdataset as wds
 
-from ...codec import NDFBaseError, NDFFormatError, SharedBase, base_filename, is_url, open_url
+from ...codec import NDFBaseError, NDFFormatError, SharedBase, base_filename, is_url, open_url, record_label
 from ...codec import format as fmt
+from ...codec.record import is_compact
 from ..s3 import storage_options_for
 from .bases import _join
 
@@ -56,6 +57,11 @@ def _sample_dict(sample: Mapping[str, Any], index: int, base: SharedBase | None)
 
 
 def _check_blob(blob: bytes, base: SharedBase | None, source: str) -> None:
+    if is_compact(blob):  # a compact record: its CRC is checked with the base it is written with
+        if base is None:
+            raise NDFBaseError("a compact record needs base= to be written with it", source=source)
+        record_label(blob, base, source)
+        return
     c = fmt.parse(blob, source)
     if c.kind == fmt.KIND_BASE:
         raise NDFFormatError("a shared base is not an image; pass it as base=", source=source)

@@ -40,6 +40,7 @@ __all__ = [
     "MAX_SUPERSAMPLE",
     "read_field",
     "read_fields",
+    "record_label",
     "render_fields",
     "decode",
     "decode_batch",
@@ -184,6 +185,23 @@ def _compact_base(rec, base: BaseArg, source: str) -> SharedBase:
     if not getattr(base.arch, "learned", False):
         raise NDFFormatError(f"a compact record needs a learned base; {base.arch.name} bases take full records", source=source)
     return base
+
+
+def record_label(blob: bytes, base: BaseArg = None, source: str = "<bytes>") -> int | None:
+    """The label a file stores, with its integrity checked, without decoding the image.
+
+    A version-1 file is checked by its own CRC-32; a compact record by its CRC with the base
+    (``base`` or a lookup callable, as for :func:`read_field`), which is cheap: no entropy
+    decoding happens.
+
+    Raises:
+        NDFError: the file is damaged, or a compact record was given no base or the wrong one.
+    """
+    if not is_compact(blob):
+        return fmt.parse(blob, source).label
+    rec = parse_record(blob, source)
+    _compact_base(rec, _as_base(base), source)
+    return rec.label
 
 
 def read_fields(blobs: Sequence[bytes], base: BaseArg = None, sources: Sequence[str] | None = None) -> list[DecodedField]:

@@ -170,6 +170,7 @@ class HyperField(FieldArch):
         payloads: Sequence[bytes] | None = None,
         sources: Sequence[str] | None = None,
         dry: bool = False,
+        residuals: bool = True,
     ) -> tuple[list[bytes] | None, torch.Tensor]:
         """Encode latents ``y, z`` (given) or decode ``payloads``; the same walk both ways.
 
@@ -179,6 +180,8 @@ class HyperField(FieldArch):
             y, z: encoder side: float latents ``B x M x H/4 x W/4`` and ``B x Nz x H/8 x W/8``.
             payloads, sources: decoder side: one stream per image, names for errors.
             dry: encoder side: quantise only, write no stream (rate control's trial levels).
+            residuals: ``False`` returns the exactly decoded latents (float64, the same bits on
+                every platform and batch) instead of the synthesis input.
 
         Returns:
             ``(payloads, y_hat)``: the streams (encoder side; ``None`` when decoding) and the
@@ -223,16 +226,23 @@ class HyperField(FieldArch):
                 s = torch.from_numpy(np.stack([streams[i].decode(j[i].numpy(), -lim, lim) for i in range(B)]))
                 s = s.double().reshape(B, ms, h4, w4)
             decoded.append(mu + dk * s)
+        if not residuals:
+            return ([st.finish() for st in streams] if write else None), torch.cat(decoded, 1)
         y_hat = self._residuals(net, hyp, decoded, dy)
         return ([st.finish() for st in streams] if write else None), y_hat
 
     def decode_streams(
         self, weights: Mapping[str, torch.Tensor], levels: Sequence[int], payloads: Sequence[bytes], sources: Sequence[str]
     ) -> dict[str, torch.Tensor]:
-        """Entropy-decode records of this size in one batch: ``{"y": B x M x H/4 x W/4}``."""
+        """Entropy-decode records of this size in one batch: ``{"y": B x M x H/4 x W/4}``, the
+        synthesis input (exact latents plus the floating-point residual prediction)."""
         net = self.net(weights)
         _, y_hat = self.code(net, torch.tensor(list(levels)), payloads=payloads, sources=sources)
         return {"y": y_hat.cpu()}
+
+    def exact_latents(self, weights: Mapping[str, torch.Tensor], levels: Sequence[int], payloads: Sequence[bytes]) -> torch.Tensor:
+        """The exactly decoded latents of records (float64; what golden tests and audits compare)."""
+        return self.code(self.net(weights), torch.tensor(list(levels)), payloads=payloads, residuals=False)[1]
 
     def _residuals(self, net: HyperNet, hyp: torch.Tensor, decoded: list[torch.Tensor], dy: torch.Tensor) -> torch.Tensor:
         ms = net.slice_channels

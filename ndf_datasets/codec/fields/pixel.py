@@ -147,6 +147,10 @@ class PixelContext(FieldArch):
         _, pixels = self.code(self.net(weights), torch.tensor(list(levels)), payloads=payloads, sources=sources)
         return {"x": pixels}
 
+    def exact_latents(self, weights: Mapping[str, torch.Tensor], levels: Sequence[int], payloads: Sequence[bytes]) -> torch.Tensor:
+        """The decoded pixels (exact: integers / 255)."""
+        return self.decode_streams(weights, levels, payloads, [f"<item {i}>" for i in range(len(payloads))])["x"]
+
     def encoder(self, weights: Mapping[str, torch.Tensor], images: torch.Tensor) -> "PixelEncoder":
         return PixelEncoder(self, weights, images)
 

@@ -174,6 +174,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if result.manifest is not None:
         st = result.manifest["stats"]
         line += f"; mean {st['psnr']['mean']:.2f} dB, {st['bytes']['mean']:.1f} bytes/image ({st['bpp']:.3f} bpp)"
+        if st.get("below_target"):
+            line += f"; {st['below_target']} images below the {args.psnr:g} dB target (the base's best level; see below_target in the manifest)"
     print(line)
     return 0
 

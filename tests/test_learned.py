@@ -275,3 +275,22 @@ def test_record_label_checks_without_decoding(hyper_base, tmp_path):
         record_label(blob)
     written = write_shards(str(tmp_path / "s-%06d.tar"), [{"ndf": blob, "cls": 6}], base=hyper_base)
     assert written
+
+
+def test_convert_with_a_learned_base_counts_missed_targets(hyper_base, tmp_path, recwarn):
+    from PIL import Image
+
+    src = tmp_path / "src" / "train"
+    for c in ("a", "b"):
+        (src / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(make_image(16, 16, 3, seed=80 + i + (c == "b") * 10)).save(src / c / f"{i}.png")
+    path = tmp_path / "base.ndfbase"
+    hyper_base.save(path)
+    result = ndf.convert(str(tmp_path / "src"), str(tmp_path / "out"), base=str(path), psnr=90.0, progress=False)
+    stats = result.manifest["stats"]
+    assert stats["images"] == 6 and stats["below_target"] == 6
+    assert not [w for w in recwarn if "can not reach" in str(w.message)]  # counted, not warned per batch
+    ok = ndf.convert(str(tmp_path / "src"), str(tmp_path / "out2"), base=str(path), psnr=10.0, progress=False)
+    assert ok.manifest["stats"]["below_target"] == 0
+    assert ok.manifest["stats"]["bytes"]["mean"] < stats["bytes"]["mean"]

@@ -39,6 +39,11 @@ def _stats(
 
 
 
+def _below(psnrs: Sequence[float], target: float | None) -> int:
+    """Images whose measured PSNR misses the conversion's target (the base could not reach it)."""
+    return 0 if target is None else int(sum(1 for p in psnrs if p + 5e-3 < target))
+
+
 def _summary(values: Sequence[float]) -> dict[str, float]:
     if not values:
         return {"mean": 0.0, "min": 0.0, "max": 0.0}
@@ -79,6 +84,7 @@ def _manifest(
             "label_counts": [labels.count(k) for k in range(len(source.classes))],
             "unlabeled": labels.count(None),
             "psnr": _summary(psnr),
+            "below_target": _below(psnr, settings.psnr),
             "bytes": {**_summary(nbytes), "total": int(sum(nbytes))},
             "shard_stats": entries,
         }
@@ -107,6 +113,7 @@ def _manifest(
         "stats": {
             "images": len(all_bytes),
             "psnr": _summary(all_psnr),
+            "below_target": _below(all_psnr, settings.psnr),
             "bytes": {**_summary(all_bytes), "total": int(sum(all_bytes))},
             "bpp": round(8.0 * float(np.mean(all_bytes)) / pixels, 4) if all_bytes and pixels else 0.0,
         },

@@ -10,8 +10,11 @@ loader adapters (:mod:`ndf_datasets.integrations`) use it for shards.
   :mod:`~ndf_datasets.data.tarcheck`, the stream that makes shard damage loud.
 * :mod:`~ndf_datasets.data.conversion`: ``convert(SRC, OUT)``, resumable and torchrun-aware,
   writing through an output store (``_store``) with distributed ranks (``_dist``).
+* :mod:`~ndf_datasets.data.access`: :class:`NDFShardDataset`, random access into what it
+  wrote (one range read per record, through the shard indexes of :mod:`~ndf_datasets.data.shardindex`).
 """
 
+from .access import NDFShardDataset, RangeCache
 from .conversion import ConvertResult, ConvertSettings, convert
 from .job import JOB_FILE, MANIFEST
 from .shards import Sample, iter_shard, parse_shard, shard_bytes, write_shard
@@ -20,6 +23,8 @@ from .tarcheck import VerifiedTarStream
 
 __all__ = [
     "convert",
+    "NDFShardDataset",
+    "RangeCache",
     "ConvertResult",
     "ConvertSettings",
     "MANIFEST",

@@ -20,6 +20,7 @@ import torch
 from .. import _version
 from ..codec import BASE_SUFFIX, is_url
 from ._store import Store
+from .shardindex import INDEX_SUFFIX
 from .sources import Source
 
 __all__ = ["ConvertResult", "ConvertSettings", "JOB_FILE", "MANIFEST", "STATS_DIR", "LAYOUTS", "MEMBER_CHOICES", "UNLABELLED"]
@@ -163,6 +164,11 @@ class _Unit:
     @property
     def stats_name(self) -> str:
         return f"{STATS_DIR}/{self.name}.json"
+
+    @property
+    def index_name(self) -> str:
+        """The shard's random-access index (:mod:`.shardindex`; tar layouts)."""
+        return f"{STATS_DIR}/{self.name}{INDEX_SUFFIX}"
 
 
 def _json_bytes(obj: Any, compact: bool = False) -> bytes:

@@ -78,6 +78,8 @@ def _manifest(
             entry["psnr_mean"] = _summary(st["psnr"])["mean"]
             if "sha256" in st:
                 entry.update(shard=st["shard"], shard_bytes=st["shard_bytes"], sha256=st["sha256"])
+            if settings.layout == "webdataset":
+                entry["index"] = unit.index_name
             entries.append(entry)
         info: dict[str, Any] = {
             "num_examples": n,
@@ -97,6 +99,8 @@ def _manifest(
         all_bytes += nbytes
     base_bytes = len(base.to_bytes())
     metadata = sum(len(store.read(u.stats_name, limit=1 << 28) or b"") for u in units) + len(store.read(JOB_FILE) or b"")
+    if settings.layout == "webdataset":
+        metadata += sum(len(store.read(u.index_name, limit=1 << 28) or b"") for u in units)
     data = sum(e.get("shard_bytes", e["bytes"]) for info in splits.values() for e in info["shard_stats"])
     return {
         "name": name,

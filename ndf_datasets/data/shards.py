@@ -24,17 +24,18 @@ to disk, and every reader goes through :func:`~ndf_datasets.data.tarcheck.open_v
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import re
 import tarfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..codec import LIMITS, NDFFormatError, NDFLimitError, open_url, write_atomic
 from .gzcheck import GZIP_MAGIC, VerifiedGzipStream
+from .shardindex import ShardIndex, digest
 from .tarcheck import open_verified
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "tar_bytes",
     "gzip_bytes",
     "shard_bytes",
+    "shard_layout",
+    "GROUP_BYTES",
     "write_shard",
     "parse_shard",
     "iter_shard",
@@ -61,6 +64,9 @@ COMPACT = ("ndf",)
 SHARD_SUFFIXES = (".tar", ".tar.gz")
 #: gzip level of compressed shards (part of what makes them byte-reproducible)
 GZIP_LEVEL = 9
+#: a compressed shard's deflate stream is fully flushed at the first sample boundary after
+#: this many tar bytes, so each such group decompresses on its own (random access, :mod:`.shardindex`)
+GROUP_BYTES = 1 << 16
 
 _FIXED = {"mtime": 0, "uid": 0, "gid": 0, "uname": "", "gname": "", "mode": 0o644}
 
@@ -115,9 +121,33 @@ def tar_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def gzip_bytes(data: bytes) -> bytes:
-    """``data`` gzip-compressed reproducibly (level :data:`GZIP_LEVEL`, mtime 0, no file name)."""
-    return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+def gzip_bytes(data: bytes, flush_at: Sequence[int] = ()) -> bytes:
+    """``data`` gzip-compressed reproducibly (level :data:`GZIP_LEVEL`, mtime 0, no file name).
+
+    Args:
+        data: the bytes to compress.
+        flush_at: increasing offsets into ``data`` where the deflate stream is fully flushed
+            (byte-aligned, no back-references across it), so decompression can start there.
+            Without any, the bytes are ``gzip.compress(data, 9, mtime=0)``'s.
+    """
+    return _gzip_groups(data, flush_at)[0]
+
+
+def _gzip_groups(data: bytes, flush_at: Sequence[int]) -> tuple[bytes, list[tuple[int, int]]]:
+    """The gzip bytes and ``(offset in data, offset in the output)`` where each group starts."""
+    z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    out, groups, pos = [], [(0, 10)], 0  # a gzip header without a name is 10 bytes
+    size = 0
+    for cut in flush_at:
+        if not pos < cut < len(data):
+            raise ValueError(f"flush offsets must increase inside the data, got {cut} after {pos}")
+        for piece in (z.compress(data[pos:cut]), z.flush(zlib.Z_FULL_FLUSH)):
+            out.append(piece)
+            size += len(piece)
+        groups.append((cut, size))
+        pos = cut
+    out += [z.compress(data[pos:]), z.flush()]
+    return b"".join(out), groups
 
 
 def shard_bytes(samples: Sequence[Sample], members: Sequence[str] = MEMBERS, compress: bool = False) -> bytes:
@@ -126,13 +156,44 @@ def shard_bytes(samples: Sequence[Sample], members: Sequence[str] = MEMBERS, com
     Args:
         samples: the samples, in order.
         members: the members each sample gets (:data:`MEMBERS`; :data:`COMPACT`: ``.ndf`` only).
-        compress: gzip the tar (a ``.tar.gz`` shard).
+        compress: gzip the tar (a ``.tar.gz`` shard, restartable every :data:`GROUP_BYTES`).
+    """
+    return shard_layout(samples, members, compress)[0]
+
+
+def shard_layout(
+    samples: Sequence[Sample], members: Sequence[str] = MEMBERS, compress: bool = False
+) -> tuple[bytes, ShardIndex]:
+    """A shard's bytes (as :func:`shard_bytes`) and its random-access :class:`~.shardindex.ShardIndex`.
+
+    A compressed shard is one gzip stream, fully flushed at the first sample boundary after
+    every :data:`GROUP_BYTES` of tar, so a record is one range read of its group away.
     """
     bad = [m for m in members if m not in MEMBERS]
     if bad or "ndf" not in members:
         raise ValueError(f"members must include 'ndf' and be among {MEMBERS}, got {tuple(members)}")
     tar = tar_bytes(m for s in samples for m in s.members(members))
-    return gzip_bytes(tar) if compress else tar
+    starts, offsets, lengths = [], [], []
+    key = None
+    with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as reader:
+        for info in reader:
+            m = MEMBER.match(info.name)
+            if m[1] != key:
+                starts.append(info.offset)
+                key = m[1]
+            if m[2] == "ndf":
+                offsets.append(info.offset_data)
+                lengths.append(info.size)
+    groups: list[tuple[int, int]] = []
+    data = tar
+    if compress:
+        cuts, last = [], 0
+        for start in starts[1:]:
+            if start - last >= GROUP_BYTES:
+                cuts.append(start)
+                last = start
+        data, groups = _gzip_groups(tar, cuts)
+    return data, ShardIndex(tuple(offsets), tuple(lengths), tuple(groups), len(data), digest(data))
 
 
 def write_shard(

@@ -24,7 +24,7 @@ from ._store import Store
 from .job import _MAX_SHARD_BYTES, UNLABELLED, ConvertSettings, _json_bytes, _Unit
 from .manifest import _stats
 from .parquet import parquet_bytes, read_parquet
-from .shards import Sample, parse_shard, shard_bytes
+from .shards import Sample, parse_shard, shard_layout
 from .sources import Source, Split
 
 #: records decoded at once when measuring PSNR
@@ -60,12 +60,21 @@ def _samples(source: Source, unit: _Unit, blobs: Sequence[bytes]) -> list[Sample
     return out
 
 
-def _shard_data(source: Source, unit: _Unit, blobs: Sequence[bytes], base: SharedBase, settings: ConvertSettings) -> bytes:
-    """The bytes of the unit's shard (``webdataset`` / ``parquet`` layouts)."""
+def _shard_data(
+    source: Source, unit: _Unit, blobs: Sequence[bytes], base: SharedBase, settings: ConvertSettings
+) -> tuple[bytes, bytes | None]:
+    """The bytes of the unit's shard (``webdataset`` / ``parquet`` layouts) and of its index (tar shards)."""
     samples = _samples(source, unit, blobs)
     if settings.layout == "parquet":
-        return parquet_bytes(samples, source.classes, settings.members, settings.compress, base.hash.hex())
-    return shard_bytes(samples, settings.members, settings.compress)
+        return parquet_bytes(samples, source.classes, settings.members, settings.compress, base.hash.hex()), None
+    data, index = shard_layout(samples, settings.members, settings.compress)
+    return data, index.to_bytes()
+
+
+def _write_index(store: Store, unit: _Unit, index: bytes | None) -> None:
+    """Write (or repair) the unit's random-access index, a pure function of its shard."""
+    if index is not None and store.read(unit.index_name, limit=len(index) + 1) != index:
+        store.write(unit.index_name, index)
 
 
 def _shard_records(data: bytes, source: str, settings: ConvertSettings) -> list[bytes]:
@@ -119,8 +128,12 @@ def _finished(store: Store, source: Source, unit: _Unit, base: SharedBase, setti
             if data is None:
                 return None
             blobs = _shard_records(data, store.path(name), settings)
-            if len(blobs) != unit.stop - unit.start or _shard_data(source, unit, blobs, base, settings) != data:
+            if len(blobs) != unit.stop - unit.start:
                 return None
+            expected, index = _shard_data(source, unit, blobs, base, settings)
+            if expected != data:
+                return None
+            _write_index(store, unit, index)
             extra = {"shard": name, "shard_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         else:
             if previous is None:
@@ -210,10 +223,11 @@ def _encode_unit(
         bar.update(chunk, measured)
     if settings.layout != "files":
         name = _shard_file(unit, settings)
-        data = _shard_data(source, unit, blobs, base, settings)
+        data, index = _shard_data(source, unit, blobs, base, settings)
         extra = {"shard": name, "shard_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         stats = _stats(unit, blobs, labels, psnrs, extra)
         store.write(unit.stats_name, _json_bytes(stats, compact=True))  # the stats first: the manifest can always be rebuilt
+        _write_index(store, unit, index)
         store.write(name, data)
         return stats
     files = [_file_name(source, unit, i, label) for i, label in zip(range(unit.start, unit.stop), labels)]

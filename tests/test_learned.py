@@ -104,8 +104,8 @@ def test_round_trip_levels_labels_and_sizes(hyper_base):
         fields = read_fields(recs, hyper_base)
         assert [f.label for f in fields] == [3, None, 1, 9]
         out = render_fields(fields)
-        mse = ((out - x) ** 2).flatten(1).mean(1)
-        assert np.allclose(10 * torch.log10(1 / mse).numpy(), rep.psnr, atol=1e-3)
+        mse = ((torch.round(out * 255) / 255 - x) ** 2).flatten(1).mean(1)  # reported on 8-bit pixels
+        assert np.allclose(10 * torch.log10(1 / mse).numpy(), rep.psnr, atol=1e-2)
         assert rep.nbytes == [len(r) for r in recs]
         rates.append(np.mean(rep.nbytes))
         assert render_fields(fields, size=8).shape == (4, 3, 8, 8)  # box-filtered features

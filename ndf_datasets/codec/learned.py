@@ -41,9 +41,15 @@ class EncodeReport:
         self.unreachable += [offset + i for i in other.unreachable]
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    mse = ((a.clamp(0, 1) - b) ** 2).flatten(1).mean(1).clamp(min=1e-12)
+def psnr_8bit(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """PSNR per image of a decode rounded to 8 bits (what a PNG of it holds, and what ``ndf
+    convert`` measures) against the target; identical images give 100 dB."""
+    a8 = torch.round(a.clamp(0, 1) * 255) / 255
+    mse = ((a8 - b) ** 2).flatten(1).mean(1).clamp(min=1e-10)
     return 10 * torch.log10(1 / mse)
+
+
+_psnr = psnr_8bit
 
 
 def encode_learned(

@@ -313,8 +313,8 @@ class HyperEncoder:
         top = self.arch.levels - 1
 
         def ok(lv: torch.Tensor) -> torch.Tensor:
-            x = self.reconstruct(lv)
-            mse = ((x - self.target) ** 2).flatten(1).mean(1).clamp(min=1e-12)
+            x8 = torch.round(self.reconstruct(lv) * 255) / 255  # measured as ndf convert does: 8-bit pixels
+            mse = ((x8 - self.target) ** 2).flatten(1).mean(1).clamp(min=1e-10)
             return (10 * torch.log10(1 / mse)) >= psnr
 
         down = (levels - 1).clamp(min=0)

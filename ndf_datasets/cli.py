@@ -1,4 +1,4 @@
-"""The ``ndf`` command line: ``encode``, ``decode``, ``info``, ``demo``, ``convert``, ``train-base``.
+"""The ``ndf`` command line: ``encode``, ``decode``, ``info``, ``demo``, ``convert``, ``preview``, ``train-base``.
 
 Examples::
 
@@ -9,6 +9,7 @@ Examples::
     ndf convert raw/mnist out/mnist --psnr 30               # a dataset -> base + WebDataset shards (resumable)
     ndf convert raw/mnist out/mnist-pq --format parquet     # ... or Parquet shards for HF datasets
     ndf info out/mnist                                      # a converted dataset: bytes on disk per image
+    ndf preview out/mnist -o preview.png --source raw/mnist # originals beside decodes at 1/2, 1, 2x; histograms
     ndf encode photo.png --base natural --psnr 36           # a compact record of a zoo base
     ndf train-base raw/cifar-10-batches-py c10.ndfbase      # train a learned base (hours; resumable)
 
@@ -180,6 +181,28 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preview(args: argparse.Namespace) -> int:
+    from .preview import preview
+
+    options = json.loads(args.storage_options) if args.storage_options else None
+    out = preview(args.input, args.output, source=args.source, split=args.split, n=args.n, storage_options=options,
+                  force=args.force)  # fmt: skip
+    print(f"{out}: {args.n} samples of {args.input}")
+    return 0
+
+
+def _add_preview(sub: argparse._SubParsersAction) -> None:
+    v = sub.add_parser("preview", help="draw a montage of a converted dataset: decodes at 1/2, 1 and 2x, PSNR/bytes histograms")
+    v.add_argument("input", help="a folder or URL that ndf convert wrote")
+    v.add_argument("-o", "--output", default="preview.png", help="the PNG to write (default preview.png)")
+    v.add_argument("--source", default=None, help="the converted source (SRC of ndf convert): show the originals too")
+    v.add_argument("--split", default=None, help="the split to show (default: the first)")
+    v.add_argument("-n", type=int, default=6, help="samples to show (default 6)")
+    v.add_argument("--storage-options", default=None, help="fsspec options as JSON")
+    v.add_argument("-f", "--force", action="store_true", help="overwrite the output")
+    v.set_defaults(func=cmd_preview)
+
+
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser(
         "convert",
@@ -267,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_demo)
 
     _add_convert(sub)
+    _add_preview(sub)
     from .train_cmd import add_parser as _add_train
 
     _add_train(sub)

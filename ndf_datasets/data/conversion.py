@@ -10,7 +10,9 @@ every split as records of that base. Output (``OUT`` is a folder or an ``s3://``
     ├── <hash>.ndfbase               the shared base
     ├── train-000000.tar.gz ...      WebDataset shards (the default): 000000.ndf 000001.ndf ... gzipped
     ├── stats/train-000000.json      per-shard keys, labels, PSNR and bytes of every image
-    └── ndf_dataset.json             the manifest (layout, counts, footprint ...); written last
+    ├── stats/train-000000.ndfidx    where each record lies in the shard (random access: .access)
+    ├── ndf_dataset.json             the manifest (layout, counts, footprint ...); written last
+    └── README.md                    the dataset card (HF style; one a person edited is never rewritten)
 
 The layouts (``layout=``, ``ndf convert --format``), each a standard its ecosystem reads:
 
@@ -68,6 +70,7 @@ from .job import (  # noqa: F401 (re-exported: the names ndf_datasets.convert ha
     _plan,
     _prepare_out,
 )
+from .card import write_card
 from .manifest import _manifest
 from .sources import Source, open_source
 from .units import _encode_unit, _finished, _Progress
@@ -291,6 +294,7 @@ def convert(
                 manifest = _manifest(store, source, settings, units, the_base, name or source.name, counts)
                 store.remove_temps()
                 store.write(MANIFEST, _json_bytes(manifest))
+                write_card(store, manifest)
         except Exception as exc:  # noqa: BLE001
             error = exc
         if not group.all_ok(error is None):

@@ -9,7 +9,7 @@ file by file, rather than trusting the manifest's sums:
   gzip framing, Parquet pages and footers): the data files' bytes minus the records';
 * **base**: the shared base file(s), stored once per dataset (once per split folder more in
   the ``files`` layout);
-* **metadata**: the manifest, the job file and the per-shard statistics.
+* **metadata**: the manifest, the job file, the dataset card and the per-shard statistics and indexes.
 
 For a local folder the bytes *allocated* on disk (file-system blocks, what ``du`` counts) are
 given too: for the ``files`` layout they, not the file sizes, are the real cost (a 300-byte
@@ -24,6 +24,7 @@ from typing import Any
 
 from ..codec import BASE_SUFFIX
 from ._store import Store
+from .card import CARD
 from .job import JOB_FILE, MANIFEST, STATS_DIR
 
 __all__ = ["dataset_info", "format_info", "is_dataset"]
@@ -38,7 +39,7 @@ def is_dataset(location: str, storage_options: dict | None = None) -> bool:
 
 def _kind(name: str, layout: str) -> str:
     top = name.split("/", 1)[0]
-    if name in (MANIFEST, JOB_FILE) or top == STATS_DIR:
+    if name in (MANIFEST, JOB_FILE, CARD) or top == STATS_DIR:
         return "metadata"
     if name.endswith(BASE_SUFFIX):
         return "base"

@@ -20,6 +20,7 @@ import torch
 from .. import _version
 from ..codec import BASE_SUFFIX, is_url
 from ._store import Store
+from .card import CARD, is_generated
 from .shardindex import INDEX_SUFFIX
 from .sources import Source
 
@@ -266,6 +267,10 @@ def _prepare_out(store: Store, job: dict, splits: Sequence[str], force: bool) ->
             previous = json.loads(raw)
         except ValueError:
             previous = {}
+    if CARD in names and is_generated(store.read(CARD, limit=1 << 24)):
+        names.remove(CARD)  # a card a conversion wrote and nobody edited: part of the conversion
+        if force:
+            store.remove(CARD)
     if force:
         old_splits = list((previous or {}).get("source", {}).get("counts", {})) if isinstance(previous, dict) else []
         for name in names:

@@ -24,6 +24,7 @@ from ._store import Store
 from .job import _MAX_SHARD_BYTES, UNLABELLED, ConvertSettings, _json_bytes, _Unit
 from .manifest import _stats
 from .parquet import parquet_bytes, read_parquet
+from .shardindex import MAX_INDEX_BYTES
 from .shards import Sample, parse_shard, shard_layout
 from .sources import Source, Split
 
@@ -73,7 +74,7 @@ def _shard_data(
 
 def _write_index(store: Store, unit: _Unit, index: bytes | None) -> None:
     """Write (or repair) the unit's random-access index, a pure function of its shard."""
-    if index is not None and store.read(unit.index_name, limit=len(index) + 1) != index:
+    if index is not None and store.read(unit.index_name, limit=MAX_INDEX_BYTES) != index:
         store.write(unit.index_name, index)
 
 

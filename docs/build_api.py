@@ -17,6 +17,7 @@ MODULES = {
     "ndf_datasets.integrations.webdataset": ["write_shards", "ndf_decoder", "ndf_samples", "ndf_read", "ndf_batch_decode", "SkipCounter", "NDFDecodeError"],
     "ndf_datasets.integrations.s3": ["register_gopen_schemes", "configure_s3"],
     "ndf_datasets.integrations.sizes": ["SharedSize"],
+    "ndf_datasets.integrations.ray": ["convert_ray", "NDFEncoder", "NDFShardEncoder", "NDFShardSink", "init_local"],
     "ndf_datasets.integrations.hf": ["NDFImage", "register", "render_transform", "skipped_rows", "add_base_location"],
 }
 SKIP = {"__version__", "LIMITS"}

@@ -146,6 +146,51 @@ def _prepare_base(
     return base
 
 
+def _make_settings(base: SharedBase | str | os.PathLike | None, **kw: Any) -> tuple[ConvertSettings, SharedBase | None]:
+    """The checked settings of a conversion (``convert``'s arguments) and the given base, loaded."""
+    given = load_base(os.fspath(base)) if isinstance(base, (str, os.PathLike)) else base
+    splits = kw.pop("splits")
+    settings = ConvertSettings(
+        **{k: kw[k] for k in ("layout", "steps", "max_images", "mode", "base_arch", "base_max_images")},
+        members=tuple(sorted({"ndf", *kw["members"]}, key=_member_order)), compress=bool(kw["compress"]),
+        psnr=None if kw["psnr"] is None else float(kw["psnr"]), seed=int(kw["seed"]), device=str(kw["device"]),
+        batch_size=int(kw["batch_size"]), shard_size=int(kw["shard_size"]),
+        splits=tuple(splits) if splits is not None else None, early_stop=bool(kw["early_stop"]),
+        base=given.hash.hex() if given is not None else None, base_epochs=int(kw["base_epochs"]),
+        base_batch_size=int(kw["base_batch_size"]), base_lmbda=float(kw["base_lmbda"]),
+    )  # fmt: skip
+    settings.check()
+    return settings, given
+
+
+def _open(src: Any, out: Any, storage_options: dict | None, kind: str | None, settings: ConvertSettings) -> tuple:
+    """``(source, store, units, counts)`` of a conversion (every rank / engine computes the same)."""
+    source = src if isinstance(src, Source) else open_source(src, storage_options, kind=kind, mode=settings.mode)
+    return source, Store(out, storage_options), _plan(source, settings), _counts(source, settings)
+
+
+def _setup(
+    source: Source, store: Store, settings: ConvertSettings, counts: dict, given: SharedBase | None, device: str,
+    progress: bool, force: bool,
+) -> SharedBase:  # fmt: skip
+    """Prepare ``OUT`` (job file, resume checks) and its base; one process does this."""
+    _check_not_inside(source, store)
+    _prepare_out(store, _job(source, settings), list(counts), force)
+    return _prepare_base(store, source, settings, list(counts), given, device, progress)
+
+
+def _finish(
+    store: Store, source: Source, settings: ConvertSettings, units: Sequence[Any], base: SharedBase, name: str,
+    counts: dict,
+) -> dict[str, Any]:  # fmt: skip
+    """Write the manifest (every unit must be done) and the dataset card; one process does this."""
+    manifest = _manifest(store, source, settings, units, base, name, counts)
+    store.remove_temps()
+    store.write(MANIFEST, _json_bytes(manifest))
+    write_card(store, manifest)
+    return manifest
+
+
 # ----------------------------------------------------------------------------- the entry point
 
 
@@ -227,16 +272,12 @@ def convert(
         A :class:`ConvertResult`.
     """
     t0 = time.time()
-    given = load_base(os.fspath(base)) if isinstance(base, (str, os.PathLike)) else base
-    settings = ConvertSettings(
-        layout=layout, members=tuple(sorted({"ndf", *members}, key=_member_order)), compress=bool(compress),
-        psnr=None if psnr is None else float(psnr), steps=steps, seed=int(seed), device=str(device),
-        batch_size=int(batch_size), shard_size=int(shard_size), max_images=max_images,
-        splits=tuple(splits) if splits is not None else None, mode=mode, early_stop=bool(early_stop),
-        base=given.hash.hex() if given is not None else None, base_arch=base_arch, base_epochs=int(base_epochs),
-        base_batch_size=int(base_batch_size), base_max_images=base_max_images, base_lmbda=float(base_lmbda),
+    settings, given = _make_settings(
+        base, layout=layout, members=members, compress=compress, psnr=psnr, steps=steps, seed=seed, device=device,
+        batch_size=batch_size, shard_size=shard_size, max_images=max_images, splits=splits, mode=mode,
+        early_stop=early_stop, base_arch=base_arch, base_epochs=base_epochs, base_batch_size=base_batch_size,
+        base_max_images=base_max_images, base_lmbda=base_lmbda,
     )  # fmt: skip
-    settings.check()
     rank, world, local = env_world() if distributed is not False else (0, 1, 0)
     run_device = f"cuda:{local}" if settings.device == "cuda" and world > 1 else settings.device
     group = Group(rank, world, dist_timeout)
@@ -245,15 +286,9 @@ def convert(
         source = store = units = counts = None
         base_hash = b"\0" * fmt.BASE_HASH_BYTES
         try:
-            source = src if isinstance(src, Source) else open_source(src, storage_options, kind=kind, mode=mode)
-            store = Store(out, storage_options)
-            units = _plan(source, settings)
-            counts = _counts(source, settings)
+            source, store, units, counts = _open(src, out, storage_options, kind, settings)
             if rank == 0:
-                _check_not_inside(source, store)
-                _prepare_out(store, _job(source, settings), list(counts), force)
-                fitted = _prepare_base(store, source, settings, list(counts), given, run_device, progress)
-                base_hash = fitted.hash
+                base_hash = _setup(source, store, settings, counts, given, run_device, progress, force).hash
         except Exception as exc:  # noqa: BLE001 - reported to every rank, then re-raised
             error = exc
         if not group.all_ok(error is None):
@@ -291,10 +326,7 @@ def convert(
         manifest = None
         try:
             if rank == 0:
-                manifest = _manifest(store, source, settings, units, the_base, name or source.name, counts)
-                store.remove_temps()
-                store.write(MANIFEST, _json_bytes(manifest))
-                write_card(store, manifest)
+                manifest = _finish(store, source, settings, units, the_base, name or source.name, counts)
         except Exception as exc:  # noqa: BLE001
             error = exc
         if not group.all_ok(error is None):

@@ -198,7 +198,22 @@ class _Progress:
 
 def _encode_unit(
     store: Store, source: Source, unit: _Unit, base: SharedBase, settings: ConvertSettings, device: str, bar: _Progress
-) -> dict:
+) -> None:
+    """Encode one unit and write its files, in the order that keeps a crash harmless (see :func:`_unit_files`)."""
+    for name, data in _unit_files(source, unit, base, settings, device, bar):
+        store.write(name, data)
+
+
+def _unit_files(
+    source: Source, unit: _Unit, base: SharedBase, settings: ConvertSettings, device: str, bar: _Progress | None = None
+) -> list[tuple[str, bytes]]:
+    """Encode one unit: the ``(name, bytes)`` of the files it is made of, in the order to write them.
+
+    A pure function of the unit's images and the settings (every engine, local, torchrun or
+    Ray, writes the same bytes). Tar and Parquet layouts: the statistics first (the manifest
+    can always be rebuilt), the index, the shard last (its presence marks the unit done);
+    the ``files`` layout: the records, then the statistics (the completion mark).
+    """
     split: Split = source.splits[unit.split]
     labels = split.labels[unit.start : unit.stop]
     images = split.images(unit.start, unit.stop)
@@ -221,19 +236,14 @@ def _encode_unit(
         measured = measure_psnr(images[c : c + settings.batch_size], chunk, base)
         blobs += chunk
         psnrs += measured
-        bar.update(chunk, measured)
+        if bar is not None:
+            bar.update(chunk, measured)
     if settings.layout != "files":
         name = _shard_file(unit, settings)
         data, index = _shard_data(source, unit, blobs, base, settings)
         extra = {"shard": name, "shard_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        stats = _stats(unit, blobs, labels, psnrs, extra)
-        store.write(unit.stats_name, _json_bytes(stats, compact=True))  # the stats first: the manifest can always be rebuilt
-        _write_index(store, unit, index)
-        store.write(name, data)
-        return stats
+        stats = _json_bytes(_stats(unit, blobs, labels, psnrs, extra), compact=True)
+        return [(unit.stats_name, stats)] + ([(unit.index_name, index)] if index is not None else []) + [(name, data)]
     files = [_file_name(source, unit, i, label) for i, label in zip(range(unit.start, unit.stop), labels)]
-    for name, blob in zip(files, blobs):
-        store.write(name, blob)
-    stats = _stats(unit, blobs, labels, psnrs, {"files": files})
-    store.write(unit.stats_name, _json_bytes(stats, compact=True))  # the unit's completion mark
-    return stats
+    stats = _json_bytes(_stats(unit, blobs, labels, psnrs, {"files": files}), compact=True)
+    return list(zip(files, blobs)) + [(unit.stats_name, stats)]

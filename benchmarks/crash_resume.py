@@ -17,7 +17,8 @@
    name (``<split>-NNNNNN.tar[.gz]``, ``*.ndfbase``, ``ndf_convert.json``, ``ndf_dataset.json``,
    ``stats/*.json``) must always be complete: shards parse as canonical tars
    (:func:`ndf_datasets.data.shards.parse_shard`) whose ``.ndf`` members all decode, the base
-   loads, JSON parses. Temporary files are not looked at: they are not final names.
+   loads, JSON parses, a shard index (``stats/*.ndfidx``) passes its size and CRC checks and
+   the dataset card (``README.md``) carries the digest of its own text. Temporary files are not looked at: they are not final names.
 
 Each kill is recorded with where it landed (job file written? base? how many shards?).
 Writes ``benchmarks/out/crash_resume.json``; exits 1 on any difference or partial file.
@@ -43,7 +44,7 @@ from typing import Any
 
 OUT = Path(__file__).resolve().parent / "out"
 SHARDS = (".tar", ".tar.gz")  # what ndf convert writes by default (tar shards; .parquet with --format parquet)
-FINAL = re.compile(r"([A-Za-z0-9_]+-\d{6}\.(?:tar|tar\.gz|parquet)|[0-9a-f]{16}\.ndfbase|ndf_convert\.json|ndf_dataset\.json)")
+FINAL = re.compile(r"([A-Za-z0-9_]+-\d{6}\.(?:tar|tar\.gz|parquet)|[0-9a-f]{16}\.ndfbase|ndf_convert\.json|ndf_dataset\.json|README\.md)")
 ARGS = ["--shard-size", "2", "--batch-size", "4", "--steps", "20", "--no-early-stop", "--base-epochs", "1",
         "--psnr", "20", "-q"]  # fmt: skip
 
@@ -96,6 +97,8 @@ class Reader(threading.Thread):
 
     def _check(self, path: Path) -> None:
         import ndf_datasets as ndf
+        from ndf_datasets.data.card import CARD, is_generated
+        from ndf_datasets.data.shardindex import INDEX_SUFFIX, ShardIndex
         from ndf_datasets.data.shards import parse_shard
 
         data = path.read_bytes()
@@ -109,6 +112,11 @@ class Reader(threading.Thread):
                 ndf.read_field(parts["ndf"], lambda h: self._base(h), name)
         elif name.endswith(".ndfbase"):
             ndf.load_base(data, name)
+        elif name.endswith(INDEX_SUFFIX):
+            ShardIndex.parse(data, name)
+        elif name == CARD:
+            if not is_generated(data):
+                raise ValueError("the card's text does not match its digest (partial or foreign)")
         else:
             json.loads(data)
         self._seen[str(path)] = key
@@ -126,7 +134,7 @@ class Reader(threading.Thread):
             except OSError:
                 names = []  # the folder was being deleted between rounds
             for path in names:
-                if not (FINAL.fullmatch(path.name) or (path.parent.name == "stats" and path.suffix == ".json")):
+                if not (FINAL.fullmatch(path.name) or (path.parent.name == "stats" and path.suffix in (".json", ".ndfidx"))):
                     continue
                 try:
                     self._check(path)

@@ -360,3 +360,62 @@ def test_collate_of_an_all_skipped_batch_is_empty():
     assert decoded.skipped == 2 and decoded[0].numel() == 0
     _, y = decoded
     assert len(y) == 0
+
+
+# ----------------------------------------------------------------------------- batched reads (__getitems__)
+
+
+@pytest.fixture(scope="module")
+def zoo_root(tmp_path_factory, images):
+    """Records of the shipped cifar10 base (compact records, a learned entropy model)."""
+    root = tmp_path_factory.mktemp("zoo")
+    zoo = ndf.load_base("cifar10")
+    zoo.save(root / ndf.base_filename(zoo.hash))
+    return _write_tree(root, [ndf.encode(im, base=zoo, level=3) for im in images])
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_getitems_decodes_a_batch_at_once_with_the_same_samples(zoo_root, deferred, monkeypatch):
+    ds = tv.NDFImageFolder(zoo_root, size=16, deferred=deferred)
+    single = [ds[i] for i in range(len(ds))]
+    from ndf_datasets.integrations.torchvision import folder
+
+    calls = []
+    monkeypatch.setattr(folder, "read_field", lambda *a, **k: calls.append(a) or ndf.read_field(*a, **k))
+    batch = ds.__getitems__([4, 0, 5, 1])
+    assert calls == []  # one read_fields call for the batch, no per-item reads
+    for (x, t), i in zip(batch, [4, 0, 5, 1]):
+        assert t == single[i][1]
+        if deferred:
+            for k, v in x.latents.items():
+                assert torch.equal(v, single[i][0].latents[k])
+        else:
+            torch.testing.assert_close(x, single[i][0], atol=1e-5, rtol=0)
+    loader = DataLoader(ds, batch_size=4, shuffle=False, collate_fn=tv.ndf_collate if deferred else None)
+    got = torch.cat([ds.decoder()(b) if deferred else b[0] for b in loader])
+    torch.testing.assert_close(got, _per_item(ds) if not deferred else torch.stack([ds.decoder()(tv.ndf_collate([s]))[0] for s in single]), atol=1e-5, rtol=0)
+
+
+def test_getitems_with_a_bad_file_behaves_as_item_by_item(zoo_root, tmp_path):
+    root = _copy(zoo_root, tmp_path)
+    bad = sorted(root.glob("dog/*.ndf"))[0]
+    _truncate(str(bad))
+    with pytest.raises(ndf.NDFError, match=bad.name):
+        tv.NDFImageFolder(root, size=16).__getitems__(list(range(6)))
+    ds = tv.NDFImageFolder(root, size=16, on_error="skip")
+    out = ds.__getitems__(list(range(6)))
+    assert [o is None for o in out] == [False, False, False, True, False, False]
+    assert ds.error_count == 1 and bad.name in ds.errors[0][0]
+
+
+class Tagged(tv.NDFImageFolder):
+    """A user override of __getitem__ (the batched path must not bypass it)."""
+
+    def __getitem__(self, index):
+        image, target = super().__getitem__(index)
+        return image, (target, index)
+
+
+def test_getitems_honours_an_overridden_getitem(zoo_root):
+    ds = Tagged(zoo_root, size=16)
+    assert [t for _, t in ds.__getitems__([2, 3])] == [(0, 2), (1, 3)]

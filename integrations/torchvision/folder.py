@@ -18,7 +18,17 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "ndf_datasets.integrations.torchvision needs torchvision; install 'ndf-datasets[torchvision]'"
     ) from exc
 
-from ...codec import DecodedField, SharedBase, Size, load_base_cached, read_field, read_url, render_fields, resolve_size
+from ...codec import (
+    DecodedField,
+    SharedBase,
+    Size,
+    load_base_cached,
+    read_field,
+    read_fields,
+    read_url,
+    render_fields,
+    resolve_size,
+)
 from ...codec.errors import NDFBaseError, NDFError
 from ..sizes import SharedSize
 from .batch import DATASET_SIZE, ArchSpec, BaseArg, BaseRef, NDFDecoder, NDFItem, _load_file, _resolve
@@ -51,7 +61,6 @@ def ndf_loader(path: str | os.PathLike) -> bytes:
         The file's bytes; the dataset parses and decodes them.
     """
     return read_url(path)
-
 
 
 class NDFImageFolder(DatasetFolder):
@@ -201,6 +210,41 @@ class NDFImageFolder(DatasetFolder):
             target = self.target_transform(target)
         return sample, target
 
+    def __getitems__(self, indices: list[int]) -> list[tuple[Any, Any] | None]:
+        """The samples of one batch, decoded together: what a ``DataLoader`` worker calls.
+
+        PyTorch's map-style fetcher calls ``__getitems__`` with a whole batch of indices when
+        a dataset defines it, so each worker reads the batch's files, entropy-decodes their
+        records in one :func:`~ndf_datasets.codec.read_fields` call (a learned base's
+        networks run once per batch, not once per image) and renders them in one forward.
+        The samples are the ones :meth:`__getitem__` returns (pixels equal up to float
+        rounding of the batched forward). When anything in the batch fails, the batch is
+        read again item by item, so errors and ``on_error="skip"`` behave exactly as there;
+        a subclass that overrides ``__getitem__`` is read item by item through it.
+        """
+        indices = list(indices)
+        if len(indices) < 2 or type(self).__getitem__ is not NDFImageFolder.__getitem__:
+            return [self[i] for i in indices]  # a subclass's own __getitem__ is always honoured
+        paths = [self.samples[i][0] for i in indices]
+        try:
+            blobs = [self.loader(p) for p in paths]
+            fields = read_fields(blobs, self._batch_base(paths), paths)
+            if self.deferred:
+                images: list[Any] = [self._item(f, p) for f, p in zip(fields, paths)]
+            else:
+                images = list(render_fields(fields, self.size, self.device))
+        except (NDFError, OSError, ValueError):
+            return [self[i] for i in indices]
+        out: list[tuple[Any, Any] | None] = []
+        for image, i in zip(images, indices):
+            target = self.samples[i][1]
+            if self.transform is not None:
+                image = self.transform(image)
+            if self.target_transform is not None:
+                target = self.target_transform(target)
+            out.append((image, target))
+        return out
+
     @property
     def size(self) -> Size:
         """The output size samples are decoded at now (see :meth:`set_size`)."""
@@ -254,6 +298,10 @@ class NDFImageFolder(DatasetFolder):
         if isinstance(self.base, str):
             return lambda base_hash: _load_file(self.base, path)
         return lambda base_hash: _resolve(base_hash, [os.fspath(self.root)], path)
+
+    def _batch_base(self, paths: list[str]) -> SharedBase | Callable[[bytes], SharedBase]:
+        """:meth:`_base_arg` for a batch (a resolver's errors name the batch's first file)."""
+        return self._base_arg(paths[0])
 
     def _base_ref(self, base: SharedBase) -> BaseRef:
         if isinstance(self.base, str):

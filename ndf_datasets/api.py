@@ -29,6 +29,7 @@ from .codec import (
     load_base_cached,
     open_url,
     read_field,
+    read_fields,
     read_url,
     register_base,
     render_fields,
@@ -38,7 +39,6 @@ from .codec.encoding import WEIGHT_STEPS, default_conv_config  # noqa: F401 (ndf
 from .codec.errors import *  # noqa: F403 (the NDFError family, listed once in codec/errors.py)
 from .data import ConvertResult
 from .data import convert as _convert
-
 
 
 def convert(src: Any, out: Any, *, engine: str = "local", ray_address: str | None = None,
@@ -93,6 +93,7 @@ __all__ = [
     "register_base",
     "base_filename",
     "read_field",
+    "read_fields",
     "render_fields",
     "DecodedField",
     "SharedBase",

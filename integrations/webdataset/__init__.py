@@ -65,7 +65,8 @@ lacks (:func:`ndf_datasets.integrations.s3.register_gopen_schemes`).
 
 The adapter's modules, by role: :mod:`.handlers` (per-sample handlers and the sample map),
 :mod:`.batches` (batched rendering), :mod:`.pipeline` (verified shards, the exactly-once
-epoch across ranks and workers), :mod:`.writing` (writing shards), :mod:`.bases` (finding
+epoch across ranks and workers), :mod:`.resumable` (the epoch's state: resuming mid-epoch,
+on the same or another number of ranks), :mod:`.writing` (writing shards), :mod:`.bases` (finding
 a record's base) and :mod:`.errors`; every name is importable from this package.
 """
 
@@ -77,11 +78,12 @@ from .bases import shard_dir
 from .batches import NDFBatchRender, ndf_batch_decode
 from .errors import NDFDecodeError, SkipCounter
 from .handlers import CODE_EXTENSIONS, NDFHandler, NDFSampleMap, ndf_decoder, ndf_read, ndf_samples
-from .pipeline import NDFWebDataset, epoch_dataset
+from .pipeline import EpochDataset, NDFWebDataset, epoch_dataset
 from .writing import ShardSet, write_shards
 
 __all__ = [
     "CODE_EXTENSIONS",
+    "EpochDataset",
     "NDFBatchRender",
     "NDFDecodeError",
     "NDFHandler",

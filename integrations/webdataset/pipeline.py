@@ -1,7 +1,8 @@
 """Reading shards: :class:`NDFWebDataset` (damaged shards are errors, not short epochs) and :func:`epoch_dataset`.
 
 :func:`epoch_dataset` is the epoch and rank logic: every sample exactly once across ranks and
-DataLoader workers, in an order fixed by ``(seed, epoch)``.
+DataLoader workers, in an order fixed by ``(seed, epoch)``, resumable mid-epoch (the state
+and the reading are in :mod:`.resumable`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import webdataset as wds
 import webdataset.cache
 
 from ...data.tarcheck import open_verified
+from .resumable import EpochDataset
 
-__all__ = ["NDFWebDataset", "epoch_dataset"]
+__all__ = ["EpochDataset", "NDFWebDataset", "epoch_dataset"]
 
 
 class _VerifyingOpener:
@@ -61,7 +63,9 @@ class NDFWebDataset(wds.WebDataset):
             if isinstance(stage, (webdataset.cache.StreamingOpen, webdataset.cache.FileCache)):
                 self.pipeline[i] = _VerifyingOpener(stage)
                 return
-        raise RuntimeError("no shard-opening stage in this WebDataset pipeline; NDFWebDataset needs webdataset>=1.0,<1.1")
+        raise RuntimeError(
+            "no shard-opening stage in this WebDataset pipeline; NDFWebDataset needs webdataset>=1.0,<1.1"
+        )
 
 
 def epoch_dataset(
@@ -71,9 +75,10 @@ def epoch_dataset(
     epoch: int = 0,
     shuffle: int = 0,
     handler: Callable[[BaseException], bool] = wds.reraise_exception,
-) -> NDFWebDataset:
+    resume: Sequence[Any] | None = None,
+) -> EpochDataset:
     """One epoch over ``urls`` in which every sample is read exactly once across all ranks
-    and DataLoader workers, in an order fixed by ``(seed, epoch)``.
+    and DataLoader workers, in an order fixed by ``(seed, epoch)``, resumable mid-epoch.
 
     The recipe, and why each step is needed:
 
@@ -81,17 +86,24 @@ def epoch_dataset(
        *before* it is split, so every rank computes the same permutation (WebDataset's own
        ``shardshuffle`` runs after the split and seeds from the clock unless told otherwise);
     2. it is split by rank (``RANK`` / ``WORLD_SIZE`` or an initialised
-       ``torch.distributed`` group) and then by DataLoader worker: disjoint parts that
-       cover every shard once (``wds.split_by_node``, ``wds.split_by_worker``);
+       ``torch.distributed`` group, as ``wds.split_by_node`` finds them) and then by
+       DataLoader worker: disjoint parts that cover every shard once;
     3. samples are optionally shuffled inside each worker with a buffer of ``shuffle``
-       samples and a seed derived from ``(seed, epoch)``, created where it runs;
-    4. shards are read through :class:`NDFWebDataset`, so a damaged shard is an error
-       (or, with ``handler=SkipCounter()``, a counted skip), never a silent short epoch.
+       samples and a seed derived from ``(seed, epoch)``, the rank and the worker;
+    4. shards are read and verified as :class:`NDFWebDataset` reads them, so a damaged shard
+       is an error (or, with ``handler=SkipCounter()``, a counted skip), never a silent short
+       epoch.
 
     No resampling, no repetition: an epoch ends when every part is consumed. With ``R``
     ranks and ``W`` workers, ranks receive equal numbers of samples only when every shard
     holds as many samples and the shard count is a multiple of ``R * W``. Build a new one per
     epoch (``epoch=`` changes the order); DataLoader workers get it by pickling, as usual.
+
+    The result has ``state_dict()`` / ``load_state_dict()`` (torchdata's ``StatefulDataLoader``
+    saves and restores them in every worker): restored, it yields exactly the samples not yet
+    seen, in the same order. ``resume=`` takes the saved states of every rank of a run and
+    splits what is left of the epoch over this run's ranks and workers, however many (see
+    :mod:`.resumable`, which also says which stages may follow).
 
     Args:
         urls: shard URLs, or one brace pattern (``"s3://b/train-{000000..000099}.tar"``).
@@ -99,10 +111,16 @@ def epoch_dataset(
         epoch: the epoch number.
         shuffle: sample shuffle buffer per worker (0: shard order only).
         handler: WebDataset error policy for reading shards.
+        resume: every rank's ``StatefulDataLoader.state_dict()`` of an interrupted run of the
+            same ``urls``, ``seed`` and ``epoch`` (``None``: a whole epoch).
 
     Returns:
-        An :class:`NDFWebDataset`; add ``.map(ndf_samples(...))``, ``.to_tuple(...)``,
-        ``.batched(...)`` as usual.
+        An :class:`~.resumable.EpochDataset`; add ``.map(ndf_samples(...))``,
+        ``.to_tuple(...)``, ``.batched(...)`` as usual.
+
+    Raises:
+        ValueError: ``resume=`` states that are malformed, of another epoch, or not one per
+            rank and worker of the run that saved them.
 
     Example::
 
@@ -116,14 +134,4 @@ def epoch_dataset(
 
     shards = list(expand_urls(urls)) if isinstance(urls, str) else [str(u) for u in urls]
     random.Random(seed * 1000003 + epoch).shuffle(shards)
-    ds = NDFWebDataset(
-        shards,
-        shardshuffle=False,
-        nodesplitter=wds.split_by_node,
-        workersplitter=wds.split_by_worker,
-        handler=handler,
-        empty_check=False,
-    )
-    if shuffle > 0:
-        ds = ds.shuffle(shuffle, seed=(seed * 1000003 + epoch) * 7919 + 1)
-    return ds
+    return EpochDataset(shards, seed=seed, epoch=epoch, shuffle=shuffle, handler=handler, resume=resume)

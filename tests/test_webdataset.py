@@ -505,3 +505,40 @@ def test_decoded_batch_is_usable_as_tensor(field_shards):
     images, labels = ndf_batch_decode(size=(SIZE, 12))(next(iter(ds)))
     assert images.shape == (6, 3, SIZE, 12) and 0.0 <= float(images.min()) and float(images.max()) <= 1.0
     assert list(labels) == [0, 1, 2, 0, 1, 2]
+
+
+# --------------------------------------------------------------------------- batched entropy decoding of raw bytes
+
+
+@pytest.fixture(scope="module")
+def zoo_shards(tmp_path_factory, images):
+    """Compact records of the shipped cifar10 base (a learned entropy model), the base next to the shards."""
+    zoo = ndf.load_base("cifar10")
+    blobs = [ndf.encode(im, base=zoo, level=3) for im in images]
+    out = tmp_path_factory.mktemp("zoo")
+    return write_shards(str(out / "shard-%06d.tar"), _samples(blobs), maxcount=PER_SHARD, base=zoo)
+
+
+def test_batch_decode_of_raw_bytes_reads_each_batch_in_one_call(zoo_shards, monkeypatch):
+    where = str(_dir(zoo_shards))
+    ref, _, _ = _collect(wds.WebDataset(zoo_shards.urls, shardshuffle=False).decode(ndf_decoder(SIZE, base_locations=[where])))
+    calls = []
+    real = nwd.batches.read_fields
+    monkeypatch.setattr(nwd.batches, "read_fields", lambda blobs, *a, **k: calls.append(len(blobs)) or real(blobs, *a, **k))
+    ds = wds.WebDataset(zoo_shards.urls, shardshuffle=False).decode().to_tuple("__key__", "ndf", "cls").batched(5)
+    raw = pickle.loads(pickle.dumps(list(ds)))  # as batches come out of DataLoader workers
+    assert all(isinstance(b, bytes) for b in raw[0][1])
+    batches = [ndf_batch_decode(SIZE, base_locations=[where])(b) for b in raw]
+    assert calls == [5, 5, 2]  # one entropy-decoding call per batch
+    assert list(batches[0][2]) == [0, 1, 2, 0, 1]  # the labels column untouched
+    _assert_equal(_unbatch(batches), ref, atol=1e-5)
+
+
+def test_batch_decode_of_raw_bytes_errors(zoo_shards):
+    ds = wds.WebDataset(zoo_shards.urls, shardshuffle=False).to_tuple("ndf", "cls").batched(4)
+    blobs, cls = next(iter(ds))
+    with pytest.raises(ndf.NDFBaseError, match="looked for"):
+        ndf_batch_decode(SIZE)(list(blobs))  # no base given and none to look next to
+    assert ndf_batch_decode(SIZE, base_locations=[str(_dir(zoo_shards))])((list(blobs), cls))[1] is cls  # raw .cls bytes left alone
+    with pytest.raises(ndf.NDFFormatError, match="member 2 of the batch"):
+        ndf_batch_decode(SIZE, base_locations=[str(_dir(zoo_shards))])([blobs[0], blobs[1], b"garbage", blobs[3]])

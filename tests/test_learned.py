@@ -3,6 +3,7 @@ round trips at any size, and resume. The bases are tiny and trained here, in sec
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -294,3 +295,13 @@ def test_convert_with_a_learned_base_counts_missed_targets(hyper_base, tmp_path,
     ok = ndf.convert(str(tmp_path / "src"), str(tmp_path / "out2"), base=str(path), psnr=10.0, progress=False)
     assert ok.manifest["stats"]["below_target"] == 0
     assert ok.manifest["stats"]["bytes"]["mean"] < stats["bytes"]["mean"]
+
+
+def test_render_builds_its_network_from_a_fresh_copy_of_the_base(hyper_base):
+    """Rendering fields whose base object the network cache has not seen (a base loaded again
+    in the process that renders, as deferred DataLoader batches do) works and gives the same pixels."""
+    blob = ndf.encode(make_image(16, 16, 3, seed=9), base=hyper_base, level=4)
+    field = ndf.read_field(blob, hyper_base)
+    fresh = ndf.load_base(hyper_base.to_bytes())
+    again = ndf.render_fields([dataclasses.replace(field, base=fresh)])
+    torch.testing.assert_close(again, ndf.render_fields([field]), atol=1e-6, rtol=0)

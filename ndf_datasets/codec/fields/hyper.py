@@ -269,7 +269,7 @@ class HyperField(FieldArch):
 
     # ------------------------------------------------------------------ rendering
     def render(self, params: Mapping[str, torch.Tensor], height: int, width: int) -> torch.Tensor:
-        net = self.net(params)
+        net = self.net({k: v for k, v in params.items() if k != "y"})  # the base's weights, not the latents
         f = net.features(params["y"])
         f = f[..., : self.height, : self.width]
         return net.colour(resample(f, (height, width)))

@@ -277,10 +277,13 @@ def _piece_samples(piece: list, handler: Any, skip: int) -> Iterator[dict[str, A
     last = None if positions is None else max(positions, default=-1)
     parsed = urlparse(url)
     local = parsed.path if parsed.scheme in ("", "file") else None
+    raw = None
     try:
         raw = open(local, "rb") if local is not None else wds.gopen(url, "rb")
         stream = open_verified(raw, url)
     except Exception as exc:  # noqa: BLE001 - the handler decides, as in WebDataset
+        if raw is not None:
+            raw.close()
         exc.args = exc.args + (url,)
         if handler(exc):
             return

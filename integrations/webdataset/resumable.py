@@ -10,9 +10,9 @@ protocol: ``state_dict()`` then ``load_state_dict()`` in a fresh worker, before 
 
 Why counts and not the shuffle buffer itself: the buffer is a pure function of the samples
 taken and a per-worker seed, so a restore replays the buffer's random choices on sample
-*indices* (no I/O, a few microseconds per sample already seen), reads back only the samples
-still in the buffer, skips the part of the current shard already taken and goes on with the
-same random state. The state a worker sends after every step stays a few integers however
+*indices* (no I/O, a third of a microsecond per sample already seen), reads back the samples
+still in the buffer (their shards, each up to the last one needed), skips the part of the
+current shard already taken and goes on with the same random state. The state a worker sends after every step stays a few integers however
 large the buffer is (the format, its checks and the elastic split: :mod:`.epochstate`).
 
 **Exact resume.** ``StatefulDataLoader.load_state_dict(saved)`` in a fresh process gives the

@@ -12,7 +12,7 @@ import torch
 
 import ndf_datasets as ndf
 from ndf_datasets.codec.decoding import read_fields, render_fields
-from ndf_datasets.codec.exact import SCALES, THRESHOLDS, ExactConv, q_act, q_bias, q_weight, scale_index
+from ndf_datasets.codec.exact import L_BITS, SCALES, STEP_BITS, THRESHOLDS, ExactConv, q_act, q_bias, q_weight, scale_index
 from ndf_datasets.codec.fields.pixel_net import LEVEL_K
 from ndf_datasets.codec.learned import encode_learned
 from ndf_datasets.codec.training import TrainSettings, base_from_checkpoint, train_base
@@ -305,3 +305,26 @@ def test_render_builds_its_network_from_a_fresh_copy_of_the_base(hyper_base):
     fresh = ndf.load_base(hyper_base.to_bytes())
     again = ndf.render_fields([dataclasses.replace(field, base=fresh)])
     torch.testing.assert_close(again, ndf.render_fields([field]), atol=1e-6, rtol=0)
+
+
+def test_channels_at_the_step_cap_are_coded_as_zero(hyper_base):
+    """A channel whose learned step is above what the tables hold sits at STEP_CAP; the encoder
+    codes its symbols as 0 (as rounding with the learned step does) instead of rounding with the
+    capped step: a shifted hyper-latent mean then costs nothing, where rounding would have made
+    many symbols +-1 under the smallest scale (tens of bits each)."""
+    import dataclasses as dc
+
+    from ndf_datasets.codec.fields.hyper import STEP_CAP
+
+    x = _images(8, 16, 16, seed=3)
+    arrays = list(x.permute(0, 2, 3, 1).numpy())
+    plain = ndf.encode_batch(arrays, base=hyper_base, psnr=None, level=2)
+    w = {k: v.clone() for k, v in hyper_base.weights.items()}
+    w["table.dz"][:, 0] = STEP_CAP  # channel 0 switched off at every level ...
+    w["table.jz"][:, 0] = 0  # ... with the smallest scale, as an export writes it
+    w["table.zm"][0] -= 0.75 * STEP_CAP / 2**STEP_BITS * 2**L_BITS  # and its mean 0.75 capped steps away
+    shifted = dc.replace(hyper_base, weights=w, _bytes=None, _hash=None, _device_cache={})
+    capped = ndf.encode_batch(arrays, base=shifted, psnr=None, level=2)
+    assert np.mean([len(b) for b in capped]) <= np.mean([len(b) for b in plain]) + 2
+    for blob in capped:
+        assert torch.isfinite(ndf.decode(blob, base=shifted)).all()

@@ -36,6 +36,12 @@ from .registry import register_arch
 __all__ = ["HyperField", "STEP_BITS", "SYMBOL_LIMIT", "export_tables"]
 
 SYMBOL_LIMIT = 1023  # latent symbols are clipped to [-1023, 1023]
+#: The largest step the tables hold (``2**15 - 1`` units of ``2**-STEP_BITS``: just under 8; the
+#: tables are int16 tensor codes). A channel the network switched off at a level learns a much
+#: larger step; its table entry sits at this cap, and the encoder codes its symbols as 0 (what
+#: rounding with the learned step gives) instead of rounding with the capped step, which made
+#: them non-zero under a tiny scale and cost up to 40 B per record (see :meth:`HyperField.code`).
+STEP_CAP = 2**15 - 1
 _TABLES = ("table.dy", "table.ldy", "table.dz", "table.jz", "table.zm", "table.llam")
 
 
@@ -45,8 +51,8 @@ def export_tables(net: HyperNet, lmbdas: Sequence[float]) -> dict[str, torch.Ten
     cfg = net.cfg
     with torch.no_grad():
         ly, lz = net.log_steps(torch.linspace(0, cfg.A - 1, cfg.Q))
-        dy = torch.round(ly.double().exp() * 2**STEP_BITS).clamp(1, 2**15 - 1)
-        dz = torch.round(lz.double().exp() * 2**STEP_BITS).clamp(1, 2**15 - 1)
+        dy = torch.round(ly.double().exp() * 2**STEP_BITS).clamp(1, STEP_CAP)
+        dz = torch.round(lz.double().exp() * 2**STEP_BITS).clamp(1, STEP_CAP)
         ldz = torch.round(torch.log(dz / 2**STEP_BITS) * 2**L_BITS)
         zl = torch.round(net.z_logscale.double() * 2**L_BITS)
         jz = scale_index(zl[None].expand(cfg.Q, -1) / 2**L_BITS, ldz.long())
@@ -205,8 +211,10 @@ class HyperField(FieldArch):
         lim = SYMBOL_LIMIT
         zshape = (cfg.Nz, h4 // 2, w4 // 2)
         jz_map = jz[:, :, None, None].expand(B, *zshape)
-        if encoding:
-            sz = torch.round((z.double().cpu() - zm) / dz).clamp(-lim, lim)
+        if encoding:  # a channel at the step cap is switched off: its symbols are 0 (see STEP_CAP)
+            off_z = (tab["table.dz"].cpu()[lv] >= STEP_CAP)[:, :, None, None]
+            sz = torch.round((z.double().cpu() - zm) / dz).clamp(-lim, lim).masked_fill(off_z, 0)
+            off_y = (tab["table.dy"].cpu()[lv] >= STEP_CAP)[:, :, None, None]
             for i in range(B if write else 0):
                 streams[i].encode(sz[i].numpy(), jz_map[i].numpy(), -lim, lim)
         else:
@@ -220,6 +228,7 @@ class HyperField(FieldArch):
             j = scale_index(log_sigma, ldy[:, k * ms : (k + 1) * ms, None, None])
             if encoding:
                 s = torch.round((y[:, k * ms : (k + 1) * ms].double().cpu() - mu) / dk).clamp(-lim, lim)
+                s = s.masked_fill(off_y[:, k * ms : (k + 1) * ms], 0)
                 for i in range(B if write else 0):
                     streams[i].encode(s[i].numpy(), j[i].numpy(), -lim, lim)
             else:

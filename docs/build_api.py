@@ -14,7 +14,7 @@ MODULES = {
     "ndf_datasets": None,
     "ndf_datasets.data": ["NDFShardDataset", "RangeCache"],
     "ndf_datasets.integrations.torchvision": ["NDFImageFolder", "ndf_collate", "NDFBatch", "NDFDecoder"],
-    "ndf_datasets.integrations.webdataset": ["write_shards", "ndf_decoder", "ndf_samples", "ndf_read", "ndf_batch_decode", "SkipCounter", "NDFDecodeError"],
+    "ndf_datasets.integrations.webdataset": ["write_shards", "ndf_decoder", "ndf_samples", "ndf_read", "ndf_batch_decode", "epoch_dataset", "EpochDataset", "SkipCounter", "NDFDecodeError"],
     "ndf_datasets.integrations.s3": ["register_gopen_schemes", "configure_s3"],
     "ndf_datasets.integrations.sizes": ["SharedSize"],
     "ndf_datasets.integrations.ray": ["convert_ray", "NDFEncoder", "NDFShardEncoder", "NDFShardSink", "init_local"],

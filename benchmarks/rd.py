@@ -59,8 +59,15 @@ def classic_points(images: np.ndarray) -> list[dict]:
             except (OSError, KeyError, ValueError) as exc:  # codec missing from this Pillow
                 print(f"skipping {name}: {exc}")
                 break
-            rows.append({"codec": name, "setting": f"q{q}", "bytes": float(np.mean(sizes)),
-                         "bpp": 8 * float(np.mean(sizes)) / pixels, "psnr": float(np.mean(quality))})
+            rows.append(
+                {
+                    "codec": name,
+                    "setting": f"q{q}",
+                    "bytes": float(np.mean(sizes)),
+                    "bpp": 8 * float(np.mean(sizes)) / pixels,
+                    "psnr": float(np.mean(quality)),
+                }
+            )
     for name, fmt, options in (("PNG", "PNG", {"optimize": True}), ("WebP-lossless", "WEBP", {"lossless": True})):
         sizes = []
         for im in pil:
@@ -68,12 +75,19 @@ def classic_points(images: np.ndarray) -> list[dict]:
             im.save(buf, fmt, **options)
             sizes.append(len(buf.getvalue()))
         mean = float(np.mean(sizes))
-        rows.append({"codec": name, "setting": "lossless", "bytes": mean, "bpp": 8 * mean / pixels, "psnr": float("inf")})
+        rows.append(
+            {"codec": name, "setting": "lossless", "bytes": mean, "bpp": 8 * mean / pixels, "psnr": float("inf")}
+        )
     return rows
 
 
 def ndf_points(
-    images: torch.Tensor, bases: list[Path], steps: int, psnr_target: float | None, dataset_size: int, scales: list[float]
+    images: torch.Tensor,
+    bases: list[Path],
+    steps: int,
+    psnr_target: float | None,
+    dataset_size: int,
+    scales: list[float],
 ) -> list[dict]:
     """One row per (base, lambda scale): encode every image as a record, decode, measure.
 
@@ -94,12 +108,20 @@ def ndf_points(
         dec_s = time.perf_counter() - t0
         mean_bytes = float(np.mean([len(r) for r in recs]))
         base_bytes = len(base.to_bytes())
-        rows.append({
-            "codec": "NDF", "setting": f"{path.stem} x{scale:g}", "bytes": mean_bytes, "bpp": 8 * mean_bytes / pixels,
-            "psnr": float(psnr(dec, x).mean()), "base_bytes": base_bytes,
-            "base_bytes_per_image": base_bytes / dataset_size, "fit_img_per_s": len(recs) / fit_s,
-            "decode_img_per_s": len(recs) / dec_s, "macs_per_pixel": base.arch.macs_per_pixel(),
-        })
+        rows.append(
+            {
+                "codec": "NDF",
+                "setting": f"{path.stem} x{scale:g}",
+                "bytes": mean_bytes,
+                "bpp": 8 * mean_bytes / pixels,
+                "psnr": float(psnr(dec, x).mean()),
+                "base_bytes": base_bytes,
+                "base_bytes_per_image": base_bytes / dataset_size,
+                "fit_img_per_s": len(recs) / fit_s,
+                "decode_img_per_s": len(recs) / dec_s,
+                "macs_per_pixel": base.arch.macs_per_pixel(),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -118,7 +140,9 @@ def kodak32() -> torch.Tensor:
     return torch.from_numpy(np.stack(tiles).transpose(0, 3, 1, 2).copy())
 
 
-def learned_points(images: torch.Tensor, bases: list[Path], levels: list[int], refine_steps: int, dataset_size: int) -> list[dict]:
+def learned_points(
+    images: torch.Tensor, bases: list[Path], levels: list[int], refine_steps: int, dataset_size: int
+) -> list[dict]:
     """One row per (learned base, rate level): compact records at a fixed level, decoded, measured
     (PSNR on the 8-bit decoded pixels, like the classic codecs; an image decoded exactly counts
     as 100 dB, as in ``ndf convert``'s statistics, and ``exact_images`` counts them)."""
@@ -139,14 +163,21 @@ def learned_points(images: torch.Tensor, bases: list[Path], levels: list[int], r
             got = (dec * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
             mean_bytes = float(np.mean([len(r) for r in recs]))
             base_bytes = len(base.to_bytes())
-            rows.append({
-                "codec": "NDF", "setting": f"{Path(str(path)).stem} level {level}", "bytes": mean_bytes,
-                "bpp": 8 * mean_bytes / pixels, "psnr": float(np.mean([min(100.0, _psnr_u8(a, b)) for a, b in zip(got, ref)])),
-                "exact_images": int(sum(np.array_equal(a, b) for a, b in zip(got, ref))),
-                "base_bytes": base_bytes, "base_bytes_per_image": base_bytes / dataset_size,
-                "fit_img_per_s": len(recs) / enc_s, "decode_img_per_s": len(recs) / dec_s,
-                "macs_per_pixel": base.arch.macs_per_pixel(),
-            })
+            rows.append(
+                {
+                    "codec": "NDF",
+                    "setting": f"{Path(str(path)).stem} level {level}",
+                    "bytes": mean_bytes,
+                    "bpp": 8 * mean_bytes / pixels,
+                    "psnr": float(np.mean([min(100.0, _psnr_u8(a, b)) for a, b in zip(got, ref)])),
+                    "exact_images": int(sum(np.array_equal(a, b) for a, b in zip(got, ref))),
+                    "base_bytes": base_bytes,
+                    "base_bytes_per_image": base_bytes / dataset_size,
+                    "fit_img_per_s": len(recs) / enc_s,
+                    "decode_img_per_s": len(recs) / dec_s,
+                    "macs_per_pixel": base.arch.macs_per_pixel(),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -167,6 +198,8 @@ ANCHORS = {
     "BPG 4:4:4": [(280, 33.3), (552, 40.0)],
     "COIN++": [(281, 30.5)],
     "Cheng 2020": [(280, 37.2), (372, 40.0)],
+    # not published: NDF v1 (conv-field base, lambda 4e-4, the default before codec v2), measured here (EXPERIMENTS.md)
+    "NDF v1 (measured)": [(334, 25.86)],
 }
 
 
@@ -197,24 +230,32 @@ def report(rows: list[dict], out: Path, title: str, anchors: dict | None = None)
     for r in rows:
         note = ""
         if r["codec"] == "NDF":
-            note = (f"+ base {r['base_bytes']} B once ({r['base_bytes_per_image']:.1f} B/img amortised); "
-                    f"fit {r['fit_img_per_s']:.0f} img/s, decode {r['decode_img_per_s']:.0f} img/s, {r['macs_per_pixel']} MACs/px")
-        lines.append(f"| {r['codec']} | {r['setting']} | {r['bytes']:.0f} | {r['bpp']:.3f} | {r['psnr']:.2f} | {note} |")
+            note = (
+                f"+ base {r['base_bytes']} B once ({r['base_bytes_per_image']:.1f} B/img amortised); "
+                f"fit {r['fit_img_per_s']:.0f} img/s, decode {r['decode_img_per_s']:.0f} img/s, {r['macs_per_pixel']} MACs/px"
+            )
+        lines.append(
+            f"| {r['codec']} | {r['setting']} | {r['bytes']:.0f} | {r['bpp']:.3f} | {r['psnr']:.2f} | {note} |"
+        )
     curves: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
         if np.isfinite(r["psnr"]):
-            curves.setdefault(r["codec"], []).append((r["bytes"], r["psnr"]))
-    if "NDF" in curves:
+            # one curve per NDF base (the setting is "<base> level N" or "<base> ...")
+            key = r["codec"] if r["codec"] != "NDF" else f"NDF {r['setting'].split(' level')[0]}"
+            curves.setdefault(key, []).append((r["bytes"], r["psnr"]))
+    ndf_curves = [k for k in curves if k.startswith("NDF")]
+    if ndf_curves:
         for target in (34.0, 40.0):
             for codec, pts in curves.items():
                 b = bytes_at(pts, target)
                 if b is not None:
                     lines.append(f"- {codec} at {target:.0f} dB: {b:.0f} B/img")
-        lines += ["", "BD-rate of NDF (negative = smaller files at equal PSNR):", ""]
-        for codec, pts in curves.items():
-            if codec != "NDF":
-                bd = bd_rate(pts, curves["NDF"])
-                lines.append(f"- vs {codec}: {'no overlap' if bd is None else f'{bd:+.1f}%'}")
+        for name in ndf_curves:
+            lines += ["", f"BD-rate of {name} (negative = smaller files at equal PSNR):", ""]
+            for codec, pts in curves.items():
+                if not codec.startswith("NDF"):
+                    bd = bd_rate(pts, curves[name])
+                    lines.append(f"- vs {codec}: {'no overlap' if bd is None else f'{bd:+.1f}%'}")
     text = "\n".join(lines)
     (out / "table.md").write_text(text + "\n")
     try:
@@ -229,7 +270,8 @@ def report(rows: list[dict], out: Path, title: str, anchors: dict | None = None)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=codec)
         if anchors:
             for (name, pts), marker in zip(anchors.items(), "s^vDP"):
-                ax.plot([b for b, _ in pts], [p for _, p in pts], marker, linestyle=":", label=f"{name} (published)")
+                label = name if "measured" in name else f"{name} (published)"
+                ax.plot([b for b, _ in pts], [p for _, p in pts], marker, linestyle=":", label=label)
         ax.set_xlabel("bytes per image (all headers)")
         ax.set_ylabel("PSNR (dB)")
         ax.set_title(title)
@@ -246,14 +288,21 @@ def main() -> None:
     from benchmarks.data import cifar10, mnist
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", choices=["cifar", "mnist", "kodak32"],
-                   help="kodak32: 32x32 tiles of the Kodak images downscaled 4x (natural images that are not CIFAR)")
+    p.add_argument(
+        "dataset",
+        choices=["cifar", "mnist", "kodak32"],
+        help="kodak32: 32x32 tiles of the Kodak images downscaled 4x (natural images that are not CIFAR)",
+    )
     p.add_argument("--bases", type=Path, nargs="*", default=[])
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--psnr", type=float, default=None, help="PSNR target for NDF encoding (default: the base's lambda)")
-    p.add_argument("--lmbda-scales", type=float, nargs="+", default=[1.0], help="refinement lambda = scale * base lambda")
-    p.add_argument("--learned", nargs="*", default=[], help="learned bases (paths or zoo names): points at fixed rate levels")
+    p.add_argument(
+        "--lmbda-scales", type=float, nargs="+", default=[1.0], help="refinement lambda = scale * base lambda"
+    )
+    p.add_argument(
+        "--learned", nargs="*", default=[], help="learned bases (paths or zoo names): points at fixed rate levels"
+    )
     p.add_argument("--levels", type=int, nargs="+", default=[0, 8, 16, 24, 32, 40, 48, 56, 63])
     p.add_argument("--refine-steps", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
@@ -271,7 +320,11 @@ def main() -> None:
     rows += ndf_points(x, args.bases, args.steps, args.psnr, size, args.lmbda_scales)
     rows += learned_points(x, args.learned, args.levels, args.refine_steps, size)
     anchors = ANCHORS if args.dataset == "cifar" else None
-    print(report(rows, args.out or Path(f"benchmarks/out/rd_{args.dataset}"), f"{args.dataset} test 0-{len(x) - 1}", anchors))
+    print(
+        report(
+            rows, args.out or Path(f"benchmarks/out/rd_{args.dataset}"), f"{args.dataset} test 0-{len(x) - 1}", anchors
+        )
+    )
 
 
 if __name__ == "__main__":

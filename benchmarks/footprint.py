@@ -1,6 +1,6 @@
 """Bytes on disk per image: the same 10,000 CIFAR-10 images stored in every layout, NDF's and the usual ones.
 
-    python -m benchmarks.footprint --base B.ndfbase       # the NDF rows with records of that base
+    python -m benchmarks.footprint --base cifar10 --psnr 40   # the NDF rows with records of that base
     python -m benchmarks.footprint --fit-epochs 2         # no base yet: fit one the way ndf convert does (short)
     python -m benchmarks.footprint --skip-ndf             # only the other rows
 
@@ -77,9 +77,13 @@ def others(images: np.ndarray, labels: list[int], classes: tuple[str, ...], work
     rows["PNG ImageFolder"] = _row([folder], "one .png per image in class folders (Pillow default PNG)")
 
     features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=list(classes))})
-    table = datasets.Dataset.from_dict({"img": [{"bytes": b, "path": None} for b in pngs], "label": labels}, features=features)
+    table = datasets.Dataset.from_dict(
+        {"img": [{"bytes": b, "path": None} for b in pngs], "label": labels}, features=features
+    )
     table.to_parquet(str(work / "hf_png.parquet"))
-    rows["HF parquet of PNG"] = _row([work / "hf_png.parquet"], "datasets Image column of PNG bytes, Dataset.to_parquet")
+    rows["HF parquet of PNG"] = _row(
+        [work / "hf_png.parquet"], "datasets Image column of PNG bytes, Dataset.to_parquet"
+    )
 
     for name, ext, encode in (
         ("WebDataset PNG", "png", lambda im, d: d),
@@ -104,22 +108,41 @@ def others(images: np.ndarray, labels: list[int], classes: tuple[str, ...], work
         b"filenames": [f"image_{i:05d}.png".encode() for i in range(len(images))],
     }
     (work / "data_batch_1").write_bytes(py2_pickle(batch))
-    rows["python pickle (cifar-10-batches-py)"] = _row([work / "data_batch_1"], "data_batch_1 rebuilt as Python 2's cPickle wrote it")
+    rows["python pickle (cifar-10-batches-py)"] = _row(
+        [work / "data_batch_1"], "data_batch_1 rebuilt as Python 2's cPickle wrote it"
+    )
     raw = b"".join(bytes([label]) + im.transpose(2, 0, 1).tobytes() for im, label in zip(images, labels))
     (work / "data_batch_1.bin").write_bytes(raw)
-    rows["binary records (cifar-10-batches-bin)"] = _row([work / "data_batch_1.bin"], "1 label byte + 3,072 pixel bytes")
+    rows["binary records (cifar-10-batches-bin)"] = _row(
+        [work / "data_batch_1.bin"], "1 label byte + 3,072 pixel bytes"
+    )
     return rows
 
 
 def _row(paths: list[Path], what: str, records: int | None = None) -> dict:
     size, allocated = _sizes(paths)
-    row = {"bytes": size, "allocated": allocated, "per_image": round(size / COUNT, 1), "allocated_per_image": round(allocated / COUNT, 1), "what": what}
+    row = {
+        "bytes": size,
+        "allocated": allocated,
+        "per_image": round(size / COUNT, 1),
+        "allocated_per_image": round(allocated / COUNT, 1),
+        "what": what,
+    }
     if records is not None:
         row.update(records=records, over_records=round(size / records, 4))
     return row
 
 
-def ndf_rows(images: np.ndarray, labels: list[int], classes: tuple[str, ...], work: Path, base: str | None, fit_epochs: int, steps: int) -> tuple[dict, dict]:
+def ndf_rows(
+    images: np.ndarray,
+    labels: list[int],
+    classes: tuple[str, ...],
+    work: Path,
+    base: str | None,
+    fit_epochs: int,
+    steps: int,
+    psnr: float | None = None,
+) -> tuple[dict, dict]:
     """Encode once with ``ndf.convert``, then write the same records in every layout."""
     import ndf_datasets as ndf
     from ndf_datasets.data import MANIFEST, shards
@@ -127,10 +150,18 @@ def ndf_rows(images: np.ndarray, labels: list[int], classes: tuple[str, ...], wo
     from ndf_datasets.data.sources import ArraySplit, Source
     from ndf_datasets.data.units import _file_name, _shard_data
 
-    source = Source("cifar10-bin", "benchmarks: CIFAR-10 train 0-9999", classes, {"train": ArraySplit(images, list(labels))}, "cifar10")
+    source = Source(
+        "cifar10-bin",
+        "benchmarks: CIFAR-10 train 0-9999",
+        classes,
+        {"train": ArraySplit(images, list(labels))},
+        "cifar10",
+    )
     out = work / "ndf_default"
     t0 = time.time()
-    result = ndf.convert(source, out, base=base, base_epochs=fit_epochs, steps=steps, progress=True)
+    result = ndf.convert(
+        source, out, base=base, base_epochs=fit_epochs, steps=steps, progress=True, **({"psnr": psnr} if psnr else {})
+    )
     encode_s = time.time() - t0
     the_base = ndf.load_base(next(out.glob("*.ndfbase")))
     (shard,) = sorted(out.glob("train-*.tar.gz"))
@@ -140,7 +171,9 @@ def ndf_rows(images: np.ndarray, labels: list[int], classes: tuple[str, ...], wo
     layouts = {
         "ndf WebDataset, compact .tar.gz (default)": dict(layout="webdataset"),
         "ndf WebDataset, compact .tar": dict(layout="webdataset", compress=False),
-        "ndf WebDataset, .ndf+.cls+.json .tar (before)": dict(layout="webdataset", members=("ndf", "cls", "json"), compress=False),
+        "ndf WebDataset, .ndf+.cls+.json .tar (before)": dict(
+            layout="webdataset", members=("ndf", "cls", "json"), compress=False
+        ),
         "ndf WebDataset, .ndf+.cls+.json .tar.gz": dict(layout="webdataset", members=("ndf", "cls", "json")),
         "ndf Parquet (zstd)": dict(layout="parquet"),
     }
@@ -152,7 +185,11 @@ def ndf_rows(images: np.ndarray, labels: list[int], classes: tuple[str, ...], wo
         path.write_bytes(data)
         if kw == {"layout": "webdataset"}:
             assert data == shard.read_bytes(), "re-packing does not give ndf convert's bytes"
-        rows[name] = _row([path], f"{settings.layout}, members {'+'.join(settings.members)}, {'compressed' if settings.compress else 'plain'}", records)
+        rows[name] = _row(
+            [path],
+            f"{settings.layout}, members {'+'.join(settings.members)}, {'compressed' if settings.compress else 'plain'}",
+            records,
+        )
     files = work / "ndf_files"
     for i, (blob, label) in enumerate(zip(blobs, labels)):
         target = files / _file_name(source, unit, i, label)
@@ -175,6 +212,7 @@ def main() -> None:
     p.add_argument("--base", default=None, help="base of the NDF records (a .ndfbase path or a zoo name)")
     p.add_argument("--fit-epochs", type=int, default=2, help="without --base: epochs of the base ndf convert fits")
     p.add_argument("--steps", type=int, default=20, help="refinement steps per record (ndf convert's default: 20)")
+    p.add_argument("--psnr", type=float, default=None, help="PSNR target of the records (default: ndf convert's)")
     p.add_argument("--skip-ndf", action="store_true")
     p.add_argument("--skip-others", action="store_true")
     p.add_argument("--work", type=Path, default=OUT / "footprint")
@@ -189,7 +227,9 @@ def main() -> None:
     args.work.mkdir(parents=True)
     result = {"images": COUNT, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "rows": {}, "machine": os.uname().nodename}
     if not args.skip_ndf:
-        rows, facts = ndf_rows(images, labels, CIFAR10_CLASSES, args.work, args.base, args.fit_epochs, args.steps)
+        rows, facts = ndf_rows(
+            images, labels, CIFAR10_CLASSES, args.work, args.base, args.fit_epochs, args.steps, args.psnr
+        )
         result["rows"].update(rows)
         result["ndf"] = facts
         saved = OUT / "footprint_base.ndfbase"
@@ -208,7 +248,9 @@ def main() -> None:
         print(f"| {name} | {r['per_image']:,.1f} | {r['allocated_per_image']:,.1f} | {over} | {vs} |")
     if "ndf" in result:
         f = result["ndf"]
-        print(f"records: mean {f['records_mean']} B, {f['psnr_mean']} dB; base {f['base_bytes']:,} B ({f['base_arch']}) once")
+        print(
+            f"records: mean {f['records_mean']} B, {f['psnr_mean']} dB; base {f['base_bytes']:,} B ({f['base_arch']}) once"
+        )
 
 
 if __name__ == "__main__":

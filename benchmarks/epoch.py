@@ -57,7 +57,8 @@ def build(out: Path, count: int, base_name: str, psnr: float) -> None:
     for i, r in enumerate(recs):
         (out / "ndf" / CLASSES[int(y[i])] / f"{i:05d}.ndf").write_bytes(r)
     samples = [{"ndf": r, "cls": int(y[i])} for i, r in enumerate(recs)]
-    write_shards(str(out / "wds" / "train-%06d.tar"), samples, maxcount=count, base=base)
+    # 8 shards: every DataLoader worker gets shards to read
+    write_shards(str(out / "wds" / "train-%06d.tar"), samples, maxcount=max(1, -(-count // 8)), base=base)
     (out / "done").write_text(
         json.dumps({"base": base_name, "psnr": psnr, "record_bytes": sum(map(len, recs)) / len(recs)})
     )

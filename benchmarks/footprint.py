@@ -180,7 +180,7 @@ def ndf_rows(
     rows = {}
     for name, kw in layouts.items():
         settings = ConvertSettings(**kw)
-        data = _shard_data(source, unit, blobs, the_base, settings)
+        data, index = _shard_data(source, unit, blobs, the_base, settings)  # index: stats/<shard>.ndfidx (metadata)
         path = work / f"ndf_{len(rows)}{settings.shard_suffix}"
         path.write_bytes(data)
         if kw == {"layout": "webdataset"}:

@@ -45,7 +45,7 @@ from typing import Any
 OUT = Path(__file__).resolve().parent / "out"
 SHARDS = (".tar", ".tar.gz")  # what ndf convert writes by default (tar shards; .parquet with --format parquet)
 FINAL = re.compile(r"([A-Za-z0-9_]+-\d{6}\.(?:tar|tar\.gz|parquet)|[0-9a-f]{16}\.ndfbase|ndf_convert\.json|ndf_dataset\.json|README\.md)")
-ARGS = ["--shard-size", "2", "--batch-size", "4", "--steps", "20", "--no-early-stop", "--base-epochs", "1",
+ARGS = ["--shard-size", "2", "--batch-size", "4", "--steps", "20", "--no-early-stop", "--base", "fit", "--base-epochs", "1",
         "--psnr", "20", "-q"]  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from ndf_datasets.data.card import CARD, is_generated
 
 from .test_sources import write_image_folder
 
-KW = dict(shard_size=6, batch_size=6, steps=5, base_epochs=1, psnr=20.0, progress=False)
+KW = dict(shard_size=6, batch_size=6, steps=5, base=None, base_epochs=1, psnr=20.0, progress=False)
 
 
 @pytest.fixture(autouse=True)

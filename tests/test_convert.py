@@ -42,10 +42,10 @@ except ImportError:  # pragma: no cover
     s3_bucket = None
 
 #: the conversion every byte-for-byte comparison uses: 16 train + 8 test images, 6 shards of 4
-ARGS = ["--shard-size", "4", "--batch-size", "4", "--steps", "100", "--no-early-stop", "--base-epochs", "1"]
+ARGS = ["--shard-size", "4", "--batch-size", "4", "--steps", "100", "--no-early-stop", "--base", "fit", "--base-epochs", "1"]
 ARGS += ["--psnr", "24", "-q"]
-KW = dict(shard_size=4, batch_size=4, steps=100, early_stop=False, base_epochs=1, psnr=24.0, progress=False)
-FAST = dict(shard_size=2, batch_size=4, steps=5, base_epochs=1, psnr=20.0, progress=False)
+KW = dict(shard_size=4, batch_size=4, steps=100, early_stop=False, base=None, base_epochs=1, psnr=24.0, progress=False)
+FAST = dict(shard_size=2, batch_size=4, steps=5, base=None, base_epochs=1, psnr=20.0, progress=False)
 SHARD = re.compile(r"[a-z]+-\d{6}\.tar\.gz")
 UNITS = 6
 
@@ -290,7 +290,7 @@ def test_each_layout_holds_the_same_records_and_loads_back(src, reference, tmp_p
 
     (base_file,) = reference.glob("*.ndfbase")
     out = tmp_path / "out"
-    result = ndf.convert(src, out, layout=layout, base=base_file, **KW, **extra)
+    result = ndf.convert(src, out, layout=layout, **{**KW, "base": base_file}, **extra)
     manifest = result.manifest
     assert manifest["layout"] == layout and manifest["base_hash"] == base_file.stem
     ref_manifest = json.loads((reference / MANIFEST).read_text())
@@ -422,7 +422,7 @@ def test_cli_converts_each_image_folder_layout(tmp_path, layout):
     """``ndf convert root out`` for root/<class>/, root/train/<class>/ alone (issue 12) and root/{train,test}/<class>/."""
     root = write_image_folder(tmp_path / "root", layout)
     out = tmp_path / "out"
-    args = ["--shard-size", "2", "--batch-size", "4", "--steps", "5", "--base-epochs", "1", "--psnr", "20", "-q"]
+    args = ["--shard-size", "2", "--batch-size", "4", "--steps", "5", "--base", "fit", "--base-epochs", "1", "--psnr", "20", "-q"]
     assert cli_main(["convert", str(root), str(out), *args]) == 0
     manifest = json.loads((out / MANIFEST).read_text())
     want = {s: 2 * n for s, n in layout.items()} if "." not in layout else {"train": 4}
@@ -431,7 +431,7 @@ def test_cli_converts_each_image_folder_layout(tmp_path, layout):
 
 def test_given_base_is_used(src, reference, tmp_path):
     (base_file,) = reference.glob("*.ndfbase")
-    result = ndf.convert(src, tmp_path / "o", base=base_file, splits=["test"], **{**FAST, "base_epochs": 99})
+    result = ndf.convert(src, tmp_path / "o", splits=["test"], **{**FAST, "base_epochs": 99, "base": base_file})
     assert result.base_hash == base_file.stem and result.counts == {"test": 8}
     assert json.loads((tmp_path / "o" / JOB_FILE).read_text())["settings"]["base"] == base_file.stem
 
@@ -477,3 +477,32 @@ def test_s3_source_and_output(src, reference, s3_bucket, tmp_path):
     local = datasets.load_dataset(str(reference), split="test", cache_dir=str(tmp_path / "hf2"))
     assert list(rows["key"]) == list(local["key"])
     assert torch.equal(rows.with_format("torch")[5]["image"], local.with_format("torch")[5]["image"])
+
+
+def test_default_base_is_the_zoo_base_of_the_source_kind(tmp_path):
+    """``base="auto"`` / ``psnr="auto"`` (the defaults): MNIST -> the mnist zoo base at 46 dB,
+    CIFAR-10 -> cifar10 at 40 dB, RGB image files -> natural at 36 dB; other images (grey
+    files) get a fitted base at 30 dB; ``--base fit`` fits one whatever the source."""
+    from ndf_datasets.codec.zoo import load_base as zoo
+
+    quick = dict(shard_size=4, batch_size=4, progress=False, max_images=2)
+    cases = [
+        (write_mnist(tmp_path / "mnist"), "mnist", 46.0),
+        (write_cifar_bin(tmp_path / "cifar"), "cifar10", 40.0),
+        (write_image_folder(tmp_path / "rgb", {"train": 2}), "natural", 36.0),
+    ]
+    for src, name, psnr in cases:
+        result = ndf.convert(src, tmp_path / f"o-{name}", **quick)
+        assert result.base_hash == zoo(name).hash.hex(), name
+        assert result.manifest["build"]["psnr"] == psnr and result.manifest["build"]["base"] == zoo(name).hash.hex()
+    grey = ndf.convert(write_image_folder(tmp_path / "grey", {"train": 2}, mode="L"), tmp_path / "o-grey",
+                       base_epochs=1, steps=5, **quick)  # fmt: skip
+    assert grey.manifest["build"]["base"] is None and grey.manifest["build"]["psnr"] == 30.0
+    out = tmp_path / "o-fit"
+    rgb = tmp_path / "rgb"
+    cli = [sys.executable, "-m", "ndf_datasets.cli", "convert", str(rgb), str(out), "--base", "fit", "--base-epochs", "1",
+           "--steps", "5", "--max-images", "2", "-q"]  # fmt: skip
+    subprocess.run(cli, check=True, env=_env(), capture_output=True, timeout=600)
+    assert json.loads((out / MANIFEST).read_text())["build"]["base"] is None
+    with pytest.raises(ValueError, match="psnr must be a number"):
+        ndf.convert(rgb, tmp_path / "o-bad", psnr="high", **quick)

@@ -21,7 +21,7 @@ import ndf_datasets as ndf
 from .test_sources import write_image_folder
 
 SIZES = (4, 6, 8)
-FAST = dict(shard_size=4, batch_size=4, steps=5, base_epochs=1, psnr=20.0, progress=False)
+FAST = dict(shard_size=4, batch_size=4, steps=5, base=None, base_epochs=1, psnr=20.0, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def converted(tmp_path_factory):
     root = tmp_path_factory.mktemp("progressive")
     src = write_image_folder(root / "src", {"train": 4})
     shards = ndf.convert(src, root / "shards", **FAST)
-    files = ndf.convert(src, root / "files", layout="files", base=next((root / "shards").glob("*.ndfbase")), **FAST)
+    files = ndf.convert(src, root / "files", layout="files", **{**FAST, "base": next((root / "shards").glob("*.ndfbase"))})
     assert files.base_hash == shards.base_hash
     base = ndf.load_base(next((root / "shards").glob("*.ndfbase")))
     blobs = sorted((root / "files" / "train").rglob("*.ndf"))

@@ -28,7 +28,7 @@ try:  # the moto fixtures; the S3 test skips without them
 except ImportError:  # pragma: no cover
     s3_bucket = None
 
-KW = dict(shard_size=10, batch_size=8, steps=5, base_epochs=1, psnr=20.0, progress=False)
+KW = dict(shard_size=10, batch_size=8, steps=5, base=None, base_epochs=1, psnr=20.0, progress=False)
 SIZE = 12
 
 

@@ -2,8 +2,8 @@
 
 ``convert(SRC, OUT)`` (and ``ndf convert SRC OUT``) reads a source (see
 :mod:`ndf_datasets.data.sources`: MNIST / CIFAR-10 raw copies, ImageFolder trees, file lists,
-fsspec URLs), fits a shared base on its training split (or takes a given one), then encodes
-every split as records of that base. Output (``OUT`` is a folder or an ``s3://``-like URL)::
+fsspec URLs), takes the zoo base of its kind (``base="auto"``, the default: :data:`AUTO_BASES`), a
+given one, or fits one on its training split, then encodes every split as records of that base. Output (``OUT`` is a folder or an ``s3://``-like URL)::
 
     OUT/
     ├── ndf_convert.json             the job: settings + source; written first, checked on resume
@@ -54,6 +54,7 @@ from ..codec import BASE_SUFFIX, NDFError, SharedBase, base_filename, fit_base, 
 from ..codec import format as fmt
 from ._dist import Group, env_world
 from ._store import Store
+from .card import write_card
 from .job import (  # noqa: F401 (re-exported: the names ndf_datasets.convert had)
     JOB_FILE,
     LAYOUTS,
@@ -70,7 +71,6 @@ from .job import (  # noqa: F401 (re-exported: the names ndf_datasets.convert ha
     _plan,
     _prepare_out,
 )
-from .card import write_card
 from .manifest import _manifest
 from .sources import Source, open_source
 from .units import _encode_unit, _finished, _Progress
@@ -146,6 +146,37 @@ def _prepare_base(
     return base
 
 
+#: The zoo base ``base="auto"`` picks for a source kind (RGB image files: the ``natural`` base).
+AUTO_BASES = {
+    "mnist": "mnist",
+    "cifar10-bin": "cifar10",
+    "cifar10-py": "cifar10",
+    "imagefolder": "natural",
+    "files": "natural",
+}
+#: The PSNR target ``psnr="auto"`` gives records of each zoo base: the operating points the
+#: classifier experiments checked (EXPERIMENTS.md; ``natural``: a photographic default), and 30 dB
+#: for a fitted version-1 base.
+AUTO_PSNR = {"mnist": 46.0, "cifar10": 40.0, "natural": 36.0, None: 30.0}
+
+
+def _auto(source: Source, base: Any, psnr: Any, mode: str | None) -> tuple[Any, float | None]:
+    """``(base, psnr)`` with ``"auto"`` resolved for ``source``: the zoo base of its kind when
+    the images fit it (MNIST's 28x28 grey digits, CIFAR-10, RGB files), else ``None`` (fit one)."""
+    if isinstance(base, str) and base == "auto":
+        name = AUTO_BASES.get(source.kind)
+        if name == "natural":
+            first = next((sp for sp in source.splits.values() if len(sp)), None)
+            channels = first.images(0, 1)[0].shape[-1] if first is not None else 0
+            name = name if channels == 3 and mode in (None, "RGB") else None  # grey / RGBA files: fit a base
+        base = name
+    if isinstance(psnr, str):
+        if psnr != "auto":
+            raise ValueError(f"psnr must be a number, None or 'auto', got {psnr!r}")
+        psnr = AUTO_PSNR.get(base if isinstance(base, str) and base in AUTO_PSNR else None, AUTO_PSNR[None])
+    return base, psnr
+
+
 def _make_settings(base: SharedBase | str | os.PathLike | None, **kw: Any) -> tuple[ConvertSettings, SharedBase | None]:
     """The checked settings of a conversion (``convert``'s arguments) and the given base, loaded."""
     given = load_base(os.fspath(base)) if isinstance(base, (str, os.PathLike)) else base
@@ -201,7 +232,7 @@ def convert(
     layout: str = "webdataset",
     members: Sequence[str] = ("ndf",),
     compress: bool = True,
-    psnr: float | None = 30.0,
+    psnr: float | str | None = "auto",
     steps: int | None = 20,
     seed: int = 0,
     device: str = "cpu",
@@ -211,7 +242,7 @@ def convert(
     splits: Sequence[str] | None = None,
     mode: str | None = None,
     early_stop: bool = True,
-    base: SharedBase | str | os.PathLike | None = None,
+    base: SharedBase | str | os.PathLike | None = "auto",
     base_arch: str = "conv-field",
     base_epochs: int = 12,
     base_batch_size: int = 128,
@@ -242,13 +273,18 @@ def convert(
             and/or ``"json"`` (WebDataset members; a ``json`` column in Parquet). Default:
             the record alone (compact; the label is inside the record).
         compress: gzip tar shards (``.tar.gz``) / zstd Parquet pages (``False``: uncompressed).
-        psnr, steps, seed, device, early_stop: record fitting (see :func:`~ndf_datasets.encode_batch`).
+        psnr, steps, seed, device, early_stop: record fitting (see :func:`~ndf_datasets.encode_batch`);
+            ``psnr="auto"`` (default): the zoo base's checked operating point (:data:`AUTO_PSNR`:
+            ``cifar10`` 40 dB, ``mnist`` 46 dB, ``natural`` 36 dB), 30 dB for a fitted base.
         batch_size: images per ``encode_batch`` call.
         shard_size: images per shard.
         max_images: keep only the first ``max_images`` images of each split.
         splits: convert only these splits.
         mode: Pillow mode for image files (``"L"``, ``"RGB"``, ``"RGBA"``).
-        base: an existing base (object or ``.ndfbase`` path) to use instead of fitting one.
+        base: ``"auto"`` (default): the zoo base for the source's kind (:data:`AUTO_BASES`:
+            MNIST -> ``mnist``, CIFAR-10 -> ``cifar10``, RGB image files -> ``natural``; other
+            images get a fitted base); ``None``: fit a version-1 base on the training split;
+            or a base (object, ``.ndfbase`` path or zoo name) to use.
         base_arch, base_epochs, base_batch_size, base_max_images, base_lmbda: shared-base
             fitting on the training split (its first ``base_max_images`` images); ``base_lmbda``
             is the rate weight (larger: smaller records, lower PSNR).
@@ -272,6 +308,9 @@ def convert(
         A :class:`ConvertResult`.
     """
     t0 = time.time()
+    if (isinstance(base, str) and base == "auto") or isinstance(psnr, str):
+        src = src if isinstance(src, Source) else open_source(src, storage_options, kind=kind, mode=mode)
+        base, psnr = _auto(src, base, psnr, mode)
     settings, given = _make_settings(
         base, layout=layout, members=members, compress=compress, psnr=psnr, steps=steps, seed=seed, device=device,
         batch_size=batch_size, shard_size=shard_size, max_images=max_images, splits=splits, mode=mode,

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..codec import NDFError, SharedBase, base_filename, is_url, load_base
-from .conversion import _finish, _make_settings, _open, _setup, convert
 from ._store import Store
+from .conversion import _auto, _finish, _make_settings, _open, _setup, convert
 from .job import ConvertSettings, _Unit
 from .shards import parse_shard
+from .sources import Source, open_source
 from .units import _finished, _unit_files
 
 __all__ = ["Job", "JobSpec", "Unit", "prepare_job", "write_unit", "pack_files", "unpack_files"]
@@ -116,7 +117,7 @@ def prepare_job(
     storage_options: dict[str, Any] | None = None,
     force: bool = False,
     progress: bool = True,
-    base: SharedBase | str | os.PathLike | None = None,
+    base: SharedBase | str | os.PathLike | None = "auto",
     **settings: Any,
 ) -> Job:
     """Prepare a conversion in this process: check ``OUT``, fit or reuse the base, plan the units.
@@ -131,8 +132,15 @@ def prepare_job(
     unknown = sorted(set(settings) - set(_SETTINGS))
     if unknown:
         raise TypeError(f"prepare_job() got unexpected arguments {unknown}")
-    conf, given = _make_settings(base, **{**_DEFAULTS, **settings})
-    opened = _open(src, out, storage_options, kind, conf)
+    settings = {**_DEFAULTS, **settings}
+    opened_src = src
+    if (isinstance(base, str) and base == "auto") or isinstance(settings["psnr"], str):
+        opened_src = (
+            src if isinstance(src, Source) else open_source(src, storage_options, kind=kind, mode=settings["mode"])
+        )
+        base, settings["psnr"] = _auto(opened_src, base, settings["psnr"], settings["mode"])
+    conf, given = _make_settings(base, **settings)
+    opened = _open(opened_src, out, storage_options, kind, conf)
     source, store, _, counts = opened
     fitted = _setup(source, store, conf, counts, given, conf.device, progress, force)
     if isinstance(src, (list, tuple)):

@@ -2,8 +2,9 @@
 
 ``convert(SRC, OUT)`` (and ``ndf convert SRC OUT``) reads a source (see
 :mod:`ndf_datasets.data.sources`: MNIST / CIFAR-10 raw copies, ImageFolder trees, file lists,
-fsspec URLs), takes the zoo base of its kind (``base="auto"``, the default: :data:`AUTO_BASES`), a
-given one, or fits one on its training split, then encodes every split as records of that base. Output (``OUT`` is a folder or an ``s3://``-like URL)::
+fsspec URLs), takes the zoo base of its kind (``base="auto"``, the default: :data:`AUTO_BASES`),
+a given one, or fits one on its training split, then encodes every split as records of that
+base. Output (``OUT`` is a folder or an ``s3://``-like URL)::
 
     OUT/
     ├── ndf_convert.json             the job: settings + source; written first, checked on resume

@@ -52,9 +52,16 @@ def _env() -> dict[str, str]:
 
 
 def _namespace_pids(pid: int) -> list[int]:
-    """Every process in the network namespace of ``pid`` (the run's own processes, nothing else)."""
+    """Every process in the network namespace of ``pid`` (the run's own processes, nothing else).
+
+    Empty while ``pid`` is still in this process's namespace: right after ``Popen``, before
+    ``unshare`` has switched, the "namespace of pid" is the host's, and killing its processes
+    would kill everything on the machine (it killed the shell running the tests).
+    """
     try:
         ns = os.readlink(f"/proc/{pid}/ns/net")
+        if ns == os.readlink("/proc/self/ns/net"):
+            return []
     except OSError:
         return []
     mine = []

@@ -26,7 +26,6 @@ import argparse
 import io
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,18 +34,9 @@ from PIL import Image
 
 import ndf_datasets as ndf
 from benchmarks.data import cifar10, mnist
+from benchmarks.decode_speed import _time as _best  # best of `repeat` runs after a warm-up
 
 OUT = Path(__file__).resolve().parent / "out"
-
-
-def _best(fn: Callable[[], object], repeat: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _batches(items: list, size: int) -> list[list]:

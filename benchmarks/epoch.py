@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from ndf_datasets.integrations.torchvision import NDFImageFolder
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
@@ -98,22 +99,16 @@ def epoch(loader, decode=None) -> tuple[float, int]:
     return time.perf_counter() - t0, seen
 
 
-def _per_item_folder() -> type:
+class PerItemFolder(NDFImageFolder):
     """An NDFImageFolder read one sample at a time (an overridden ``__getitem__`` turns ``__getitems__`` off)."""
-    from ndf_datasets.integrations.torchvision import NDFImageFolder
 
-    global PerItemFolder
-
-    class PerItemFolder(NDFImageFolder):
-        def __getitem__(self, index):
-            return super().__getitem__(index)
-
-    return PerItemFolder
+    def __getitem__(self, index):
+        return super().__getitem__(index)
 
 
 def main() -> None:
     import webdataset as wds
-    from ndf_datasets.integrations.torchvision import NDFImageFolder, ndf_collate
+    from ndf_datasets.integrations.torchvision import ndf_collate
     from ndf_datasets.integrations.webdataset import ndf_batch_decode
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
@@ -137,7 +132,7 @@ def main() -> None:
             DataLoader(ImageFolder(str(args.out / "png"), transform=transforms.ToTensor()), **common)
         ),
         "ndf_imagefolder": lambda: epoch(DataLoader(NDFImageFolder(ndf_dir, size=32), **common)),
-        "ndf_per_item": lambda: epoch(DataLoader(_per_item_folder()(ndf_dir, size=32), **common)),
+        "ndf_per_item": lambda: epoch(DataLoader(PerItemFolder(ndf_dir, size=32), **common)),
     }
 
     def deferred():

@@ -160,7 +160,7 @@ def ndf_rows(
     out = work / "ndf_default"
     t0 = time.time()
     result = ndf.convert(
-        source, out, base=base, base_epochs=fit_epochs, steps=steps, progress=True, **({"psnr": psnr} if psnr else {})
+        source, out, base=base, base_epochs=fit_epochs, steps=steps, progress=True, psnr=psnr or "auto"
     )
     encode_s = time.time() - t0
     the_base = ndf.load_base(next(out.glob("*.ndfbase")))

@@ -41,7 +41,7 @@ def restore(spec: dict) -> list[dict]:
     out = []
     for job in spec["jobs"]:
         loader = _loader(spec, job["shuffle"])
-        loader.load_state_dict(torch.load(job["state"]))
+        loader.load_state_dict(torch.load(job["state"], weights_only=True))
         rest = [(s["__key__"], float(s["ndf"].double().sum())) for s in loader]
         again = [s["__key__"] for s in loader]
         following = [s["__key__"] for s in _loader({**spec, "epoch": spec["epoch"] + 1}, job["shuffle"])]
@@ -69,7 +69,7 @@ def rank_job(mode: str, spec: dict, rank: int, world: int, port: int) -> list[st
             torch.save(state, spec["state_prefix"] + str(rank))
             del it
         else:
-            saved = [torch.load(spec["state_prefix"] + str(r)) for r in range(spec["saved_world"])]
+            saved = [torch.load(spec["state_prefix"] + str(r), weights_only=True) for r in range(spec["saved_world"])]
             keys = [s["__key__"] for s in _loader(spec, spec["shuffle"], resume=saved)]
         dist.barrier()
     finally:

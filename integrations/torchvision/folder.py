@@ -228,7 +228,7 @@ class NDFImageFolder(DatasetFolder):
         paths = [self.samples[i][0] for i in indices]
         try:
             blobs = [self.loader(p) for p in paths]
-            fields = read_fields(blobs, self._batch_base(paths), paths)
+            fields = read_fields(blobs, self._base_arg(paths[0]), paths)  # a base error names the first file
             if self.deferred:
                 images: list[Any] = [self._item(f, p) for f, p in zip(fields, paths)]
             else:
@@ -298,10 +298,6 @@ class NDFImageFolder(DatasetFolder):
         if isinstance(self.base, str):
             return lambda base_hash: _load_file(self.base, path)
         return lambda base_hash: _resolve(base_hash, [os.fspath(self.root)], path)
-
-    def _batch_base(self, paths: list[str]) -> SharedBase | Callable[[bytes], SharedBase]:
-        """:meth:`_base_arg` for a batch (a resolver's errors name the batch's first file)."""
-        return self._base_arg(paths[0])
 
     def _base_ref(self, base: SharedBase) -> BaseRef:
         if isinstance(self.base, str):

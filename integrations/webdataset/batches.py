@@ -91,7 +91,7 @@ class NDFBatchRender:
 
     def render(self, fields: Sequence[DecodedField] | Sequence[bytes]) -> torch.Tensor:
         """Render ``fields`` in one :func:`~ndf_datasets.render_fields` call (raw bytes are read first)."""
-        if _is_bytes_list(fields):
+        if not _is_field_list(fields):  # the caller checked it is one or the other
             fields = self.read(fields)  # type: ignore[arg-type]
         bases: dict[int, SharedBase] = {}
         fixed = []

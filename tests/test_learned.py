@@ -262,6 +262,47 @@ def test_training_resumes_bit_for_bit(tmp_path, monkeypatch):
         train_base(imgs, TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=13, batch_size=8), checkpoint_dir=tmp_path / "b", progress=False)
 
 
+def test_round_rate_is_the_rounded_code_length_and_frozen_encoder_stays_fixed(tmp_path):
+    import json
+
+    import ndf_datasets.codec.training as training
+    from ndf_datasets.codec.fields.hyper_net import HyperConfig, HyperNet
+
+    torch.manual_seed(3)
+    net = HyperNet(HyperConfig.from_values(HYPER_CFG)).eval()
+    x = _images(8, 16, 16, seed=80).float() / 255
+    t = torch.full((8,), 1.0)
+    with torch.no_grad():
+        _, noisy, _ = net(x, t)
+        _, rounded, _ = net(x, t, rate="round")
+        estimate, _ = training._rounded(net, x, t)
+    torch.testing.assert_close(rounded, estimate)  # "round" trains on what evaluate() reports
+    assert not torch.allclose(noisy, rounded)
+    with pytest.raises(ValueError, match="rate"):
+        TrainSettings(rate="hard")
+
+    imgs = _images(32, 16, 16, seed=81)
+    first = TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=6, batch_size=8, warmup=2)
+    train_base(imgs, first, checkpoint_dir=tmp_path / "a", progress=False)
+    start = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["model"]
+    tuned = TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=6, batch_size=8, warmup=2, rate="round", freeze_encoder=True)
+    train_base(imgs, tuned, checkpoint_dir=tmp_path / "b", init_checkpoint=tmp_path / "a" / "ckpt.pt", progress=False)
+    end = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["model"]
+    for k in start:
+        same = torch.equal(start[k], end[k])
+        assert same == k.startswith(("ga.", "ha.")), k  # the analysis is kept, everything else moved
+
+    # a checkpoint written before these settings existed still resumes (they take their defaults)
+    ckpt = tmp_path / "a" / "ckpt.pt"
+    state = torch.load(ckpt, weights_only=True)
+    old = json.loads(state["settings"])
+    del old["rate"], old["freeze_encoder"]
+    state["settings"] = json.dumps(old)
+    torch.save(state, ckpt)
+    more = TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=6, batch_size=8, warmup=2)
+    assert train_base(imgs, more, checkpoint_dir=tmp_path / "a", progress=False).hash == base_from_checkpoint(ckpt, 16, 16, 3).hash
+
+
 def test_record_label_checks_without_decoding(hyper_base, tmp_path):
     from ndf_datasets.codec import record_label
     from ndf_datasets.integrations.webdataset import write_shards

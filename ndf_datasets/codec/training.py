@@ -52,6 +52,10 @@ class TrainSettings:
             (``hyper-field``; log-spaced in between).
         seed: the run's seed.
         flips: random horizontal flips (natural images).
+        rate: ``hyper-field``: ``"noise"`` trains on the additive-noise rate proxy, ``"round"`` on
+            the code length of the rounded symbols (what the coder pays; a fine-tuning stage).
+        freeze_encoder: keep the analysis transforms (``ga``, ``ha``) fixed (fine-tuning the
+            decoder and the entropy model on the latents the encoder already gives).
     """
 
     arch: str = "hyper-field"
@@ -63,6 +67,8 @@ class TrainSettings:
     seed: int = 0
     flips: bool = True
     warmup: int = 500
+    rate: str = "noise"
+    freeze_encoder: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -71,6 +77,13 @@ class TrainSettings:
         self.lmbda = (float(self.lmbda[0]), float(self.lmbda[1]))
         if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("steps, batch_size and lr must be positive")
+        if self.rate not in ("noise", "round"):
+            raise ValueError(f"rate must be 'noise' or 'round', not {self.rate!r}")
+
+    @classmethod
+    def from_key(cls, key: dict[str, Any]) -> "TrainSettings":
+        """Settings from a checkpoint's :meth:`key` (fields added since it was written take their defaults)."""
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in key.items()})
 
     def key(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -118,7 +131,7 @@ def _loss(run: _Run, x8: torch.Tensor, device: torch.device) -> tuple[torch.Tens
         f = t - lo.float()
         lam = torch.tensor(run.anchors, dtype=torch.float32).log()
         lmb = (lam[lo] * (1 - f) + lam[lo + 1] * f).exp().to(device)
-        x_hat, bits, _ = net(x, t.to(device))
+        x_hat, bits, _ = net(x, t.to(device), rate=s.rate)
         mse = ((x_hat - x) ** 2).flatten(1).mean(1)
         bpp = bits / (x.shape[-1] * x.shape[-2])
         loss = (bpp + lmb * 255**2 * mse).mean()
@@ -163,7 +176,7 @@ def export(run: _Run, height: int, width: int, channels: int, metadata: dict[str
 def base_from_checkpoint(path: str | os.PathLike, height: int, width: int, channels: int, metadata: dict[str, Any] | None = None) -> SharedBase:
     """Export the base of a checkpoint written by :func:`train_base` (any step)."""
     state = _load(Path(path))
-    settings = TrainSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in json.loads(state["settings"]).items()})
+    settings = TrainSettings.from_key(json.loads(state["settings"]))
     run = _build(settings, channels, height, width)
     run.net.load_state_dict(state["model"])
     meta = {**json.loads(state.get("meta", "{}")), "train_steps_done": int(state["step"]), **(metadata or {})}
@@ -201,6 +214,11 @@ def train_base(
     torch.manual_seed(settings.seed)
     run = _build(settings, channels, height, width)
     run.net.to(device)
+    if settings.freeze_encoder:
+        if settings.arch != "hyper-field":
+            raise ValueError("freeze_encoder applies to hyper-field (the analysis transforms ga, ha)")
+        for p in [*run.net.ga.parameters(), *run.net.ha.parameters()]:
+            p.requires_grad_(False)
     opt = torch.optim.Adam(run.net.parameters(), lr=settings.lr)
     step = 0
     ckpt = None
@@ -210,7 +228,7 @@ def train_base(
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         if ckpt.exists():
             state = _load(ckpt)
-            if json.loads(state["settings"]) != settings.key():
+            if TrainSettings.from_key(json.loads(state["settings"])).key() != settings.key():
                 raise ValueError(
                     f"{ckpt} was written for other settings ({state['settings']}); use another checkpoint directory"
                 )

@@ -8,8 +8,8 @@ Examples::
 
 The training splits of every source are loaded into memory (uint8) and concatenated; images
 larger than ``--crop N`` give ``--crops-per-image`` random N x N crops each, images of exactly
-N x N are used once. ``--init`` starts from another run's checkpoint (weights only); ``--rate round`` (with
-``--freeze-encoder``) fine-tunes on the code length the coder really pays.
+N x N are used once. ``--init`` starts from another run's checkpoint (weights only); ``--rate round`` fine-tunes
+on the code length the coder really pays.
 Checkpoints go to ``<OUT>.train/`` (``--checkpoint``); running the same command again resumes
 exactly where the last checkpoint left off. The base is written only when training finishes
 (or with ``--export-only`` from the last checkpoint).
@@ -87,7 +87,7 @@ def cmd_train_base(args: argparse.Namespace) -> int:
         settings = TrainSettings(
             arch=args.arch, config=config, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
             lmbda=tuple(args.lmbda), seed=args.seed, flips=args.arch == "hyper-field" and not args.no_flips,
-            rate=args.rate, freeze_encoder=args.freeze_encoder,
+            rate=args.rate,
         )
         print(f"training {args.arch} on {images.shape[0]} images of {tuple(images.shape[1:])} for {args.steps} steps "
               f"(checkpoints in {ckpt}, {torch.get_num_threads()} threads)")
@@ -121,8 +121,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="rate-distortion weights of the lowest and highest rate level (hyper-field)")  # fmt: skip
     t.add_argument("--rate", choices=["noise", "round"], default="noise",
                    help="hyper-field rate term: additive-noise proxy (default) or the rounded symbols' code length "
-                   "(what the coder pays; for fine-tuning with --init)")  # fmt: skip
-    t.add_argument("--freeze-encoder", action="store_true", help="hyper-field: keep the analysis transforms fixed")
+                   "(what the coder pays; a fine-tuning stage with --init: analysis and steps frozen)")  # fmt: skip
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--split", default="train", help="the split to train on (default train)")
     t.add_argument("--crop", type=int, default=None, help="train on random N x N crops (images of any size)")

@@ -52,10 +52,10 @@ class TrainSettings:
             (``hyper-field``; log-spaced in between).
         seed: the run's seed.
         flips: random horizontal flips (natural images).
-        rate: ``hyper-field``: ``"noise"`` trains on the additive-noise rate proxy, ``"round"`` on
-            the code length of the rounded symbols (what the coder pays; a fine-tuning stage).
-        freeze_encoder: keep the analysis transforms (``ga``, ``ha``) fixed (fine-tuning the
-            decoder and the entropy model on the latents the encoder already gives).
+        rate: ``hyper-field``: ``"noise"`` trains on the additive-noise rate proxy; ``"round"``
+            fine-tunes on the code length of the rounded symbols (what the coder pays) with the
+            analysis transforms and the quantisation steps frozen: the predicted scales and the
+            synthesis adapt to the latents the encoder already gives.
     """
 
     arch: str = "hyper-field"
@@ -68,7 +68,6 @@ class TrainSettings:
     flips: bool = True
     warmup: int = 500
     rate: str = "noise"
-    freeze_encoder: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -214,10 +213,10 @@ def train_base(
     torch.manual_seed(settings.seed)
     run = _build(settings, channels, height, width)
     run.net.to(device)
-    if settings.freeze_encoder:
+    if settings.rate == "round":
         if settings.arch != "hyper-field":
-            raise ValueError("freeze_encoder applies to hyper-field (the analysis transforms ga, ha)")
-        for p in [*run.net.ga.parameters(), *run.net.ha.parameters()]:
+            raise ValueError("rate='round' applies to hyper-field")
+        for p in [*run.net.ga.parameters(), *run.net.ha.parameters(), run.net.log_dy, run.net.log_dz]:
             p.requires_grad_(False)
     opt = torch.optim.Adam(run.net.parameters(), lr=settings.lr)
     step = 0

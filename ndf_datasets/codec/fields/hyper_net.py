@@ -202,7 +202,10 @@ class HyperNet(nn.Module):
         ``rate="noise"``: the rate of additive-noise latents (the usual training proxy; for the
         many symbols whose scale is near the table's floor it charges ~0.1-0.3 bit that the coder
         never pays: ~100 B per 32x32 image above the real size). ``"round"``: the code length of
-        the rounded symbols themselves (what the range coder pays), straight-through gradients.
+        the rounded symbols themselves (what the range coder pays), the symbols held constant:
+        it trains the predicted scales and the synthesis, not the analysis, the means or the
+        steps (a straight-through rate there was measured to make the curve worse), so it is a
+        fine-tuning stage with those frozen (see ``TrainSettings.rate``).
         """
         if rate not in ("noise", "round"):
             raise ValueError(f"rate must be 'noise' or 'round', not {rate!r}")
@@ -210,7 +213,7 @@ class HyperNet(nn.Module):
         def rate_input(v: torch.Tensor) -> torch.Tensor:
             if rate == "noise":
                 return v + torch.empty_like(v).uniform_(-0.5, 0.5)
-            return v + (torch.round(v) - v).detach()
+            return torch.round(v).detach()
 
         cfg, ms = self.cfg, self.slice_channels
         ly, lz = self.log_steps(t)
@@ -221,7 +224,10 @@ class HyperNet(nn.Module):
         sz = (z - zm) / dz
         zsig = (self.z_logscale[None, :, None, None].exp() / dz).clamp(min=SCALE_MIN)
         bits_z = gauss_bits(rate_input(sz), zsig).flatten(1).sum(1)
-        hyp = self.hyper(zm + dz * (sz + (torch.round(sz) - sz).detach()))
+        # "round": the decoded latents are constants (their gradients would be rounding noise,
+        # which Adam's normalisation turns into full-size random steps of the means' weights)
+        fixed = (lambda v: v.detach()) if rate == "round" else (lambda v: v)
+        hyp = self.hyper(fixed(zm + dz * (sz + (torch.round(sz) - sz).detach())))
         bits = bits_z
         decoded: list[torch.Tensor] = []
         synth_in: list[torch.Tensor] = []
@@ -231,7 +237,7 @@ class HyperNet(nn.Module):
             s = (y[:, k * ms : (k + 1) * ms] - mu) / dk
             sig = (log_sigma.exp() / dk).clamp(min=SCALE_MIN)
             bits = bits + gauss_bits(rate_input(s), sig).flatten(1).sum(1)
-            yh = mu + dk * (s + (torch.round(s) - s).detach())
+            yh = fixed(mu + dk * (s + (torch.round(s) - s).detach()))
             decoded.append(yh)
             synth_in.append(yh + self.residual(k, hyp, decoded, dk) if cfg.lrp else yh)
         return self.synth(torch.cat(synth_in, 1)), bits, bits_z

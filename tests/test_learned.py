@@ -286,12 +286,18 @@ def test_round_rate_is_the_rounded_code_length_and_keeps_the_analysis_fixed(tmp_
     train_base(imgs, first, checkpoint_dir=tmp_path / "a", progress=False)
     start = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["model"]
     tuned = TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=6, batch_size=8, warmup=2, rate="round")
-    train_base(imgs, tuned, checkpoint_dir=tmp_path / "b", init_checkpoint=tmp_path / "a" / "ckpt.pt", progress=False)
+    tuned_base = train_base(imgs, tuned, checkpoint_dir=tmp_path / "b", init_checkpoint=tmp_path / "a" / "ckpt.pt", progress=False)
     end = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["model"]
     for k in start:
         same = torch.equal(start[k], end[k])
-        assert same == k.startswith(("ga.", "ha.", "log_d", "z_mean")), k  # analysis, steps (and z's mean: no gradient) kept
+        assert same == k.startswith(("ga.", "ha.", "hs", "cc1.", "cc2.", "log_d", "z_mean")), k
 
+    w0 = base_from_checkpoint(tmp_path / "a" / "ckpt.pt", 16, 16, 3).weights
+    w1 = tuned_base.weights
+    ms = HYPER_CFG[1] // HYPER_CFG[7]
+    for k in range(HYPER_CFG[7]):  # the means' output rows are kept, the scales' rows moved
+        torch.testing.assert_close(w1[f"cc3.{k}.weight"][:ms], w0[f"cc3.{k}.weight"][:ms], rtol=0, atol=0)
+        assert not torch.equal(w1[f"cc3.{k}.weight"][ms:], w0[f"cc3.{k}.weight"][ms:])
     # a checkpoint written before these settings existed still resumes (they take their defaults)
     ckpt = tmp_path / "a" / "ckpt.pt"
     state = torch.load(ckpt, weights_only=True)

@@ -26,10 +26,13 @@ def _images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(np.stack([make_image(h, w, 3, seed=seed + i) for i in range(n)]).transpose(0, 3, 1, 2).copy())
 
 
-@pytest.fixture(scope="module")
-def hyper_base() -> ndf.SharedBase:
+@pytest.fixture(scope="module", params=[0, 1], ids=["plain", "checkerboard"])
+def hyper_base(request) -> ndf.SharedBase:
+    """A tiny hyper-field base, without and with the checkerboard context (``cb``): every test
+    taking it runs on both."""
     torch.manual_seed(0)
-    settings = TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=60, batch_size=8, lr=3e-3, warmup=5)
+    config = HYPER_CFG + ((1,) if request.param else ())
+    settings = TrainSettings(arch="hyper-field", config=config, steps=60, batch_size=8, lr=3e-3, warmup=5)
     base = train_base(_images(48, 16, 16), settings, progress=False)
     return ndf.load_base(base.to_bytes())  # what a reader sees: the quantised base file
 
@@ -92,6 +95,39 @@ def test_records_decode_identically_alone_and_in_batches(hyper_base):
             assert torch.equal(arch.exact_latents(weights, rep.levels[i : i + 1], payloads[i : i + 1])[0], together[i])
     alone = render_fields([ndf.read_field(recs[0], hyper_base)])
     assert (alone - render_fields(read_fields(recs, hyper_base))[:1]).abs().max() < 1e-4  # float synthesis
+    import ndf_datasets.codec.exact as exact
+
+    exact._FORCE_MATMUL = True  # the reference evaluation (what GPUs run) gives the same bits
+    try:
+        assert torch.equal(arch.exact_latents(weights, rep.levels, payloads), together)
+    finally:
+        exact._FORCE_MATMUL = False
+
+
+def test_checkerboard_context_is_used_and_old_configs_keep_their_bytes(hyper_base):
+    from ndf_datasets.codec.fields.hyper_net import HyperConfig
+
+    cfg = hyper_base.arch.cfg
+    assert HyperConfig.from_values(HYPER_CFG).values() == HYPER_CFG  # 15 values stay 15 (cb=0 is not written)
+    assert len(hyper_base.arch.config) == 15 + cfg.cb
+    with pytest.raises(ValueError, match="cb"):
+        HyperConfig.from_values(HYPER_CFG + (2,))
+    if not cfg.cb:
+        return
+    w = hyper_base.weights
+    for k in range(cfg.S):
+        wk = w[f"cb.{k}.weight"]
+        assert wk.abs().sum() > 0  # trained away from its zero start
+        assert wk[:, :, 1, 1].abs().sum() == 0 and wk[:, :, ::2, ::2].abs().sum() == 0  # only the 4 edge taps
+    x = _images(4, 16, 16, seed=101).float() / 255
+    blobs, rep = encode_learned(hyper_base, x, level=4, refine_steps=0)
+    without = {**hyper_base.weights_on("cpu"), **{f"cb.{k}.weight": torch.zeros_like(w[f"cb.{k}.weight"]) for k in range(cfg.S)}}
+    without["gs1.weight"] = without["gs1.weight"].clone()  # a new weights dict for the net cache
+    from ndf_datasets.codec.record import parse_record
+
+    payloads = [parse_record(b).payload for b in blobs]
+    # a decoder that ignored the context would read other latents from the same streams
+    assert not torch.equal(hyper_base.arch.exact_latents(without, rep.levels, payloads), hyper_base.arch.exact_latents(hyper_base.weights_on("cpu"), rep.levels, payloads))
 
 
 # ----------------------------------------------------------------------------- round trips

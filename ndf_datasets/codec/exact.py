@@ -110,9 +110,13 @@ class ExactConv(nn.Conv2d):
             raise ValueError(f"an exact layer takes at most {MAX_FAN_IN} inputs per output, got {cin * k * k}")
         super().__init__(cin, cout, k, padding=k // 2)
 
+    def masked_weight(self) -> torch.Tensor:
+        """The weights the layer computes with (all of them here; subclasses may hold taps at zero)."""
+        return self.weight
+
     def exact(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: float64 on the activation grid -> float64 on the activation grid."""
-        wq = q_weight(self.weight).to(x.device)
+        wq = q_weight(self.masked_weight()).to(x.device)
         bq = q_bias(self.bias).to(x.device)
         if x.device.type == "cpu" and not _FORCE_MATMUL:
             # PyTorch's CPU float64 convolution is a direct / im2col-GEMM sum (no Winograd or FFT

@@ -31,9 +31,10 @@ def _loss(net: HyperNet, x, y, z, dy, dz, zm, zsig, lmbda):
     hyp = net.hyper(zm + dz * szr)
     decoded, synth_in = [], []
     for k in range(net.cfg.S):
-        mu, log_sigma = net.slice_params(k, hyp, decoded)
         dk = dy[:, k * ms : (k + 1) * ms]
-        s = (y[:, k * ms : (k + 1) * ms] - mu) / dk
+        mu, log_sigma, s = net.slice_symbols(
+            k, hyp, decoded, y[:, k * ms : (k + 1) * ms], dk, lambda mu, s, dk=dk: mu + dk * (s + (torch.round(s) - s).detach())
+        )
         sr = s + (torch.round(s) - s).detach()
         bits = bits + gauss_bits(sr, (log_sigma.exp() / dk).clamp(min=SCALE_MIN)).flatten(1).sum(1)
         yh = mu + dk * sr

@@ -144,6 +144,15 @@ def _loss(run: _Run, x8: torch.Tensor, device: torch.device) -> tuple[torch.Tens
     return bpp.mean(), float(bpp.detach().mean()), float("nan")
 
 
+def _init_weights(net: torch.nn.Module, path: Path) -> None:
+    """Load another run's weights; modules this network adds (the checkerboard context ``cb.*``,
+    zero-initialised) may be missing from it, nothing else."""
+    missing, unexpected = net.load_state_dict(_load(path)["model"], strict=False)
+    bad = [k for k in missing if not k.startswith("cb.")] + list(unexpected)
+    if bad:
+        raise ValueError(f"{path} does not fit this network: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+
+
 def _save(path: Path, run: _Run, opt: torch.optim.Optimizer, step: int, meta: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     state = {
@@ -243,7 +252,7 @@ def train_base(
             torch.set_rng_state(state["rng"])
             init_checkpoint = None
     if init_checkpoint is not None:
-        run.net.load_state_dict(_load(Path(init_checkpoint))["model"])
+        _init_weights(run.net, Path(init_checkpoint))
     meta = {"train_images": int(n), "size": [height, width], "arch": settings.arch, **(metadata or {}), "settings": settings.key()}
     if init_from is not None:
         meta["init_checkpoint"] = os.fspath(init_from)
@@ -332,9 +341,11 @@ def _rounded(net: HyperNet, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Ten
     hyp = net.hyper(zm + dz * sz)
     decoded, synth_in = [], []
     for k in range(net.cfg.S):
-        mu, log_sigma = net.slice_params(k, hyp, decoded)
         dk = dy[:, k * ms : (k + 1) * ms]
-        s = torch.round((y[:, k * ms : (k + 1) * ms] - mu) / dk)
+        mu, log_sigma, s = net.slice_symbols(
+            k, hyp, decoded, y[:, k * ms : (k + 1) * ms], dk, lambda mu, s, dk=dk: mu + dk * torch.round(s)
+        )
+        s = torch.round(s)
         bits = bits + gauss_bits(s, (log_sigma.exp() / dk).clamp(min=SCALE_MIN)).flatten(1).sum(1)
         yh = mu + dk * s
         decoded.append(yh)

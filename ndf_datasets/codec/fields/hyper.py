@@ -3,7 +3,9 @@
 Records hold one range-coded stream (see :mod:`ndf_datasets.codec.record`): the hyper-latent
 ``z`` (``Nz x H/8 x W/8``), then ``S`` slices of the latent ``y`` (``M x H/4 x W/4``), each slice
 coded under Gaussians whose means and scales the base's exact entropy networks predict from
-``z`` and the slices before it. The base also stores, per rate level ``0..Q-1``, a quantisation
+``z`` and the slices before it (config ``cb=1``: each slice in two halves of a checkerboard,
+the anchors first, the other positions also under the context of their four decoded anchor
+neighbours). The base also stores, per rate level ``0..Q-1``, a quantisation
 step per channel of ``y`` and ``z`` (``table.*`` tensors, integers).
 
 Decoding: the symbols give ``y``; the synthesis (two 4x4 stride-2 transposed convolutions with
@@ -30,7 +32,7 @@ import torch
 from ..exact import L_BITS, STEP_BITS, scale_index
 from ..gaussian import StreamDecoder, StreamEncoder
 from .base import FieldArch, TensorSpec
-from .hyper_net import TRAINING_ONLY, HyperConfig, HyperNet, resample
+from .hyper_net import TRAINING_ONLY, HyperConfig, HyperNet, anchor_mask, resample
 from .registry import register_arch
 
 __all__ = ["HyperField", "STEP_BITS", "SYMBOL_LIMIT", "export_tables"]
@@ -154,6 +156,8 @@ class HyperField(FieldArch):
             macs += n4 * ((c.Hf + k * ms) * c.Hc * c.kc * c.kc + c.Hc * c.Hc + c.Hc * 2 * ms)
             if c.lrp:
                 macs += n4 * ((c.Hf + (k + 1) * ms) * c.Hl + c.Hl * ms)
+            if c.cb:  # the anchors' context: 4 taps at the other half of the positions
+                macs += (n4 - (n4 + 1) // 2) * ms * c.Hc * 4
         macs += n4 * c.M * c.N * c.kg * c.kg + 4 * n4 * c.N * c.N  # gs1 + inverse GDN
         macs += 4 * n4 * c.N * (c.F if c.head else C) * 16  # gs2
         if c.head:
@@ -222,18 +226,31 @@ class HyperField(FieldArch):
             sz = sz.double().reshape(B, *zshape)
         hyp = net.exact_hyper(zm + dz * sz)
         decoded: list[torch.Tensor] = []
+        anchors = anchor_mask(torch.zeros(h4, w4)).bool()[0, 0]
+        groups = [anchors, ~anchors] if cfg.cb else [None]  # checkerboard: anchors, then the rest
         for k in range(cfg.S):
             mu, log_sigma = net.exact_slice(k, hyp, decoded)
             dk = dy[:, k * ms : (k + 1) * ms, None, None]
-            j = scale_index(log_sigma, ldy[:, k * ms : (k + 1) * ms, None, None])
-            if encoding:
-                s = torch.round((y[:, k * ms : (k + 1) * ms].double().cpu() - mu) / dk).clamp(-lim, lim)
-                s = s.masked_fill(off_y[:, k * ms : (k + 1) * ms], 0)
-                for i in range(B if write else 0):
-                    streams[i].encode(s[i].numpy(), j[i].numpy(), -lim, lim)
-            else:
-                s = torch.from_numpy(np.stack([streams[i].decode(j[i].numpy(), -lim, lim) for i in range(B)]))
-                s = s.double().reshape(B, ms, h4, w4)
+            ldk = ldy[:, k * ms : (k + 1) * ms, None, None]
+            j = scale_index(log_sigma, ldk)
+            s = torch.zeros(B, ms, h4, w4, dtype=torch.float64)
+            for g, sel in enumerate(groups):
+                if g == 1:  # the other positions, under the context of the decoded anchors
+                    mu2, ls2 = net.exact_slice(k, hyp, decoded, anchors=(mu + dk * s) * anchors)
+                    mu, j = torch.where(anchors, mu, mu2), torch.where(anchors, j, scale_index(ls2, ldk))
+                if encoding:
+                    sk = torch.round((y[:, k * ms : (k + 1) * ms].double().cpu() - mu) / dk).clamp(-lim, lim)
+                    sk = sk.masked_fill(off_y[:, k * ms : (k + 1) * ms], 0)
+                    s = sk if sel is None else torch.where(sel, sk, s)
+                    for i in range(B if write else 0):
+                        a, b = (sk[i], j[i]) if sel is None else (sk[i][:, sel], j[i][:, sel])
+                        streams[i].encode(a.numpy(), b.numpy(), -lim, lim)
+                elif sel is None:
+                    s = torch.from_numpy(np.stack([streams[i].decode(j[i].numpy(), -lim, lim) for i in range(B)]))
+                    s = s.double().reshape(B, ms, h4, w4)
+                else:
+                    got = np.stack([streams[i].decode(j[i][:, sel].numpy(), -lim, lim) for i in range(B)])
+                    s[:, :, sel] = torch.from_numpy(got).double().reshape(B, ms, -1)
             decoded.append(mu + dk * s)
         if not residuals:
             return ([st.finish() for st in streams] if write else None), torch.cat(decoded, 1)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..exact import SCALE_MIN, ExactConv, q_act
 
-__all__ = ["HyperConfig", "HyperNet", "GDN", "gauss_bits", "resample", "TRAINING_ONLY"]
+__all__ = ["HyperConfig", "HyperNet", "GDN", "CrossConv", "anchor_mask", "gauss_bits", "resample", "TRAINING_ONLY"]
 
 #: Parameters used only while training (the base stores per-level tables derived from them).
 TRAINING_ONLY = ("log_dy", "log_dz", "z_mean", "z_logscale")
@@ -45,15 +45,19 @@ class HyperConfig:
     lrp: int = 1  # latent residual prediction on/off
     head: int = 1  # 1: per-pixel MLP head (continuous field); 0: the synthesis outputs colours
     kg: int = 4  # kernel of the first synthesis layer (4 or 5)
+    cb: int = 0  # checkerboard spatial context inside each slice (0 or 1; written only when 1)
 
     def values(self) -> tuple[int, ...]:
-        return tuple(getattr(self, f.name) for f in fields(self))
+        """The stored config: 15 values, plus ``cb`` when it is 1 (so bases without the
+        checkerboard context keep the bytes they always had)."""
+        vals = tuple(getattr(self, f.name) for f in fields(self))
+        return vals if self.cb else vals[:-1]
 
     @classmethod
     def from_values(cls, values: tuple[int, ...]) -> "HyperConfig":
         names = [f.name for f in fields(cls)]
-        if len(values) != len(names):
-            raise ValueError(f"hyper-field needs {len(names)} config values ({', '.join(names)}), got {len(values)}")
+        if len(values) not in (len(names) - 1, len(names)):
+            raise ValueError(f"hyper-field needs {len(names) - 1} or {len(names)} config values ({', '.join(names)}), got {len(values)}")
         cfg = cls(*values)
         checks = (
             (1 <= cfg.N <= 256, "N must be 1..256"),
@@ -67,6 +71,7 @@ class HyperConfig:
             (2 <= cfg.Q <= 64, "Q must be 2..64"),
             (cfg.lrp in (0, 1) and cfg.head in (0, 1), "lrp and head are 0 or 1"),
             (cfg.kg in (4, 5), "kg must be 4 or 5"),
+            (cfg.cb in (0, 1), "cb must be 0 or 1"),
         )
         for ok, why in checks:
             if not ok:
@@ -86,6 +91,29 @@ class GDN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norm = torch.sqrt(F.conv2d(x * x, self.gamma.square()[:, :, None, None], self.beta.square() + 1e-6))
         return x * norm if self.inverse else x / norm
+
+
+def anchor_mask(x: torch.Tensor) -> torch.Tensor:
+    """``1 x 1 x H x W``: 1 at the checkerboard's anchor positions (``(i + j)`` even) of a latent grid."""
+    h, w = x.shape[-2:]
+    i = torch.arange(h, device=x.device)[:, None]
+    j = torch.arange(w, device=x.device)[None, :]
+    return ((i + j) % 2 == 0).to(x.dtype)[None, None]
+
+
+class CrossConv(ExactConv):
+    """A 3x3 exact convolution using only the four edge neighbours (the checkerboard context:
+    at a non-anchor position those are exactly its anchors); the other taps are held at zero."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(cin, cout, 3)
+
+    def masked_weight(self) -> torch.Tensor:
+        cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=self.weight.dtype, device=self.weight.device)
+        return self.weight * cross
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.masked_weight(), self.bias, padding=1)
 
 
 def gauss_bits(s: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
@@ -125,6 +153,11 @@ class HyperNet(nn.Module):
         self.cc1 = nn.ModuleList([ExactConv(Hf + k * ms, Hc, cfg.kc) for k in range(S)])
         self.cc2 = nn.ModuleList([ExactConv(Hc, Hc, 1) for _ in range(S)])
         self.cc3 = nn.ModuleList([ExactConv(Hc, 2 * ms, 1) for _ in range(S)])
+        if cfg.cb:  # zero-initialised: a network started from one without it predicts the same
+            self.cb = nn.ModuleList([CrossConv(ms, Hc) for _ in range(S)])
+            for m in self.cb:
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
         if cfg.lrp:
             self.lrp1 = nn.ModuleList([nn.Conv2d(Hf + (k + 1) * ms, cfg.Hl, 1) for k in range(S)])
             self.lrp2 = nn.ModuleList([nn.Conv2d(cfg.Hl, ms, 1) for _ in range(S)])
@@ -159,20 +192,47 @@ class HyperNet(nn.Module):
     def hyper(self, zh: torch.Tensor) -> torch.Tensor:
         return F.pixel_shuffle(self.hs2(F.relu(self.hs1(zh))), 2)
 
-    def slice_params(self, k: int, hyp: torch.Tensor, ctx: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def slice_params(
+        self, k: int, hyp: torch.Tensor, ctx: list[torch.Tensor], anchors: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-scale of slice ``k`` (float); ``anchors``: the slice's decoded anchor
+        latents (zero elsewhere), the checkerboard context of its other positions."""
         inp = torch.cat([hyp, *ctx], 1) if ctx else hyp
-        h = F.relu(self.cc2[k](F.relu(self.cc1[k](inp))))
+        h = self.cc1[k](inp)
+        if anchors is not None:
+            h = h + self.cb[k](anchors) * (1 - anchor_mask(anchors))
+        h = F.relu(self.cc2[k](F.relu(h)))
         mu, log_sigma = self.cc3[k](h).chunk(2, 1)
         return mu, log_sigma
+
+    def slice_symbols(
+        self, k: int, hyp: torch.Tensor, ctx: list[torch.Tensor], yk: torch.Tensor, dk: torch.Tensor, decode
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(mu, log_sigma, s)`` of slice ``k`` with latents ``yk`` and steps ``dk`` (float paths):
+        ``s = (yk - mu) / dk`` unrounded; with the checkerboard context the anchors' parameters
+        come first and ``decode(mu, s)`` (the caller's rounding) gives the anchors' context."""
+        mu, log_sigma = self.slice_params(k, hyp, ctx)
+        if self.cfg.cb:
+            a = anchor_mask(yk).bool()
+            ya = decode(mu, (yk - mu) / dk) * a
+            mu2, ls2 = self.slice_params(k, hyp, ctx, anchors=ya)
+            mu, log_sigma = torch.where(a, mu, mu2), torch.where(a, log_sigma, ls2)
+        return mu, log_sigma, (yk - mu) / dk
 
     def exact_hyper(self, zh: torch.Tensor) -> torch.Tensor:
         """Hyper features from decoded ``z`` (float64, exact)."""
         return F.pixel_shuffle(self.hs2.exact(torch.relu(self.hs1.exact(q_act(zh)))), 2)
 
-    def exact_slice(self, k: int, hyp: torch.Tensor, ctx: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-scale of slice ``k`` from hyper features and decoded slices ``< k`` (exact)."""
+    def exact_slice(
+        self, k: int, hyp: torch.Tensor, ctx: list[torch.Tensor], anchors: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-scale of slice ``k`` from hyper features, decoded slices ``< k`` and
+        (checkerboard) the slice's decoded anchors (exact)."""
         inp = torch.cat([hyp, *(q_act(c) for c in ctx)], 1) if ctx else hyp
-        h = torch.relu(self.cc2[k].exact(torch.relu(self.cc1[k].exact(inp))))
+        h = self.cc1[k].exact(inp)
+        if anchors is not None:
+            h = q_act(h + self.cb[k].exact(q_act(anchors)) * (1 - anchor_mask(anchors)))
+        h = torch.relu(self.cc2[k].exact(torch.relu(h)))
         mu, log_sigma = self.cc3[k].exact(h).chunk(2, 1)
         return mu, log_sigma
 
@@ -232,12 +292,15 @@ class HyperNet(nn.Module):
         decoded: list[torch.Tensor] = []
         synth_in: list[torch.Tensor] = []
         for k in range(cfg.S):
-            mu, log_sigma = self.slice_params(k, hyp, decoded)
             dk = dy[:, k * ms : (k + 1) * ms]
-            s = (y[:, k * ms : (k + 1) * ms] - mu) / dk
+
+            def decode(mu: torch.Tensor, s: torch.Tensor, dk: torch.Tensor = dk) -> torch.Tensor:
+                return fixed(mu + dk * (s + (torch.round(s) - s).detach()))
+
+            mu, log_sigma, s = self.slice_symbols(k, hyp, decoded, y[:, k * ms : (k + 1) * ms], dk, decode)
             sig = (log_sigma.exp() / dk).clamp(min=SCALE_MIN)
             bits = bits + gauss_bits(rate_input(s), sig).flatten(1).sum(1)
-            yh = fixed(mu + dk * (s + (torch.round(s) - s).detach()))
+            yh = decode(mu, s)
             decoded.append(yh)
             synth_in.append(yh + self.residual(k, hyp, decoded, dk) if cfg.lrp else yh)
         return self.synth(torch.cat(synth_in, 1)), bits, bits_z

@@ -89,10 +89,14 @@ def test_records_decode_identically_alone_and_in_batches(hyper_base):
     payloads = [parse_record(r).payload for r in recs]
     arch, weights = hyper_base.arch, hyper_base.weights_on("cpu")
     together = arch.exact_latents(weights, rep.levels, payloads)
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        for i in range(len(recs)):  # bit for bit, whatever the batch and thread count
-            assert torch.equal(arch.exact_latents(weights, rep.levels[i : i + 1], payloads[i : i + 1])[0], together[i])
+    saved = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for i in range(len(recs)):  # bit for bit, whatever the batch and thread count
+                assert torch.equal(arch.exact_latents(weights, rep.levels[i : i + 1], payloads[i : i + 1])[0], together[i])
+    finally:
+        torch.set_num_threads(saved)  # the rest of the session keeps its thread count
     alone = render_fields([ndf.read_field(recs[0], hyper_base)])
     assert (alone - render_fields(read_fields(recs, hyper_base))[:1]).abs().max() < 1e-4  # float synthesis
     import ndf_datasets.codec.exact as exact

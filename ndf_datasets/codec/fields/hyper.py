@@ -229,14 +229,15 @@ class HyperField(FieldArch):
         anchors = anchor_mask(torch.zeros(h4, w4)).bool()[0, 0]
         groups = [anchors, ~anchors] if cfg.cb else [None]  # checkerboard: anchors, then the rest
         for k in range(cfg.S):
-            mu, log_sigma = net.exact_slice(k, hyp, decoded)
+            h1 = net.exact_slice_hidden(k, hyp, decoded)
+            mu, log_sigma = net.exact_slice_head(k, h1)
             dk = dy[:, k * ms : (k + 1) * ms, None, None]
             ldk = ldy[:, k * ms : (k + 1) * ms, None, None]
             j = scale_index(log_sigma, ldk)
             s = torch.zeros(B, ms, h4, w4, dtype=torch.float64)
             for g, sel in enumerate(groups):
                 if g == 1:  # the other positions, under the context of the decoded anchors
-                    mu2, ls2 = net.exact_slice(k, hyp, decoded, anchors=(mu + dk * s) * anchors)
+                    mu2, ls2 = net.exact_slice_head(k, h1, anchors=(mu + dk * s) * anchors)
                     mu, j = torch.where(anchors, mu, mu2), torch.where(anchors, j, scale_index(ls2, ldk))
                 if encoding:
                     sk = torch.round((y[:, k * ms : (k + 1) * ms].double().cpu() - mu) / dk).clamp(-lim, lim)

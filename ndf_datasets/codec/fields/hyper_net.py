@@ -192,17 +192,16 @@ class HyperNet(nn.Module):
     def hyper(self, zh: torch.Tensor) -> torch.Tensor:
         return F.pixel_shuffle(self.hs2(F.relu(self.hs1(zh))), 2)
 
-    def slice_params(
-        self, k: int, hyp: torch.Tensor, ctx: list[torch.Tensor], anchors: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-scale of slice ``k`` (float); ``anchors``: the slice's decoded anchor
-        latents (zero elsewhere), the checkerboard context of its other positions."""
-        inp = torch.cat([hyp, *ctx], 1) if ctx else hyp
-        h = self.cc1[k](inp)
+    def slice_hidden(self, k: int, hyp: torch.Tensor, ctx: list[torch.Tensor]) -> torch.Tensor:
+        """The first entropy layer of slice ``k`` on hyper features and decoded slices ``< k`` (float)."""
+        return self.cc1[k](torch.cat([hyp, *ctx], 1) if ctx else hyp)
+
+    def slice_head(self, k: int, h: torch.Tensor, anchors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-scale of slice ``k`` from :meth:`slice_hidden` (float); ``anchors``: the
+        slice's decoded anchor latents (zero elsewhere), the checkerboard context of the rest."""
         if anchors is not None:
             h = h + self.cb[k](anchors) * (1 - anchor_mask(anchors))
-        h = F.relu(self.cc2[k](F.relu(h)))
-        mu, log_sigma = self.cc3[k](h).chunk(2, 1)
+        mu, log_sigma = self.cc3[k](F.relu(self.cc2[k](F.relu(h)))).chunk(2, 1)
         return mu, log_sigma
 
     def slice_symbols(
@@ -211,11 +210,12 @@ class HyperNet(nn.Module):
         """``(mu, log_sigma, s)`` of slice ``k`` with latents ``yk`` and steps ``dk`` (float paths):
         ``s = (yk - mu) / dk`` unrounded; with the checkerboard context the anchors' parameters
         come first and ``decode(mu, s)`` (the caller's rounding) gives the anchors' context."""
-        mu, log_sigma = self.slice_params(k, hyp, ctx)
+        h = self.slice_hidden(k, hyp, ctx)
+        mu, log_sigma = self.slice_head(k, h)
         if self.cfg.cb:
             a = anchor_mask(yk).bool()
             ya = decode(mu, (yk - mu) / dk) * a
-            mu2, ls2 = self.slice_params(k, hyp, ctx, anchors=ya)
+            mu2, ls2 = self.slice_head(k, h, anchors=ya)
             mu, log_sigma = torch.where(a, mu, mu2), torch.where(a, log_sigma, ls2)
         return mu, log_sigma, (yk - mu) / dk
 
@@ -223,13 +223,13 @@ class HyperNet(nn.Module):
         """Hyper features from decoded ``z`` (float64, exact)."""
         return F.pixel_shuffle(self.hs2.exact(torch.relu(self.hs1.exact(q_act(zh)))), 2)
 
-    def exact_slice(
-        self, k: int, hyp: torch.Tensor, ctx: list[torch.Tensor], anchors: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-scale of slice ``k`` from hyper features, decoded slices ``< k`` and
-        (checkerboard) the slice's decoded anchors (exact)."""
-        inp = torch.cat([hyp, *(q_act(c) for c in ctx)], 1) if ctx else hyp
-        h = self.cc1[k].exact(inp)
+    def exact_slice_hidden(self, k: int, hyp: torch.Tensor, ctx: list[torch.Tensor]) -> torch.Tensor:
+        """The first entropy layer of slice ``k`` on hyper features and decoded slices ``< k`` (exact)."""
+        return self.cc1[k].exact(torch.cat([hyp, *(q_act(c) for c in ctx)], 1) if ctx else hyp)
+
+    def exact_slice_head(self, k: int, h: torch.Tensor, anchors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-scale of slice ``k`` from :meth:`exact_slice_hidden` and (checkerboard)
+        the slice's decoded anchors, zero elsewhere (exact)."""
         if anchors is not None:
             h = q_act(h + self.cb[k].exact(q_act(anchors)) * (1 - anchor_mask(anchors)))
         h = torch.relu(self.cc2[k].exact(torch.relu(h)))

@@ -12,7 +12,17 @@ import torch
 
 import ndf_datasets as ndf
 from ndf_datasets.codec.decoding import read_fields, render_fields
-from ndf_datasets.codec.exact import L_BITS, SCALES, STEP_BITS, THRESHOLDS, ExactConv, q_act, q_bias, q_weight, scale_index
+from ndf_datasets.codec.exact import (
+    L_BITS,
+    SCALES,
+    STEP_BITS,
+    THRESHOLDS,
+    ExactConv,
+    q_act,
+    q_bias,
+    q_weight,
+    scale_index,
+)
 from ndf_datasets.codec.fields.pixel_net import LEVEL_K
 from ndf_datasets.codec.learned import encode_learned
 from ndf_datasets.codec.training import TrainSettings, base_from_checkpoint, train_base
@@ -347,11 +357,17 @@ def test_round_rate_is_the_rounded_code_length_and_keeps_the_analysis_fixed(tmp_
     torch.save(state, ckpt)
     more = TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=6, batch_size=8, warmup=2)
     assert train_base(imgs, more, checkpoint_dir=tmp_path / "a", progress=False).hash == base_from_checkpoint(ckpt, 16, 16, 3).hash
+    with pytest.raises(ValueError, match="unknown to this version"):
+        TrainSettings.from_key({**more.key(), "from_the_future": 1})
+    other = TrainSettings(arch="hyper-field", config=(8,) + HYPER_CFG[1:], steps=2, batch_size=8, warmup=1)
+    with pytest.raises(ValueError, match="does not fit this network"):
+        train_base(imgs, other, init_checkpoint=ckpt, progress=False)
 
 
 def test_record_label_checks_without_decoding(hyper_base, tmp_path):
-    from ndf_datasets.codec import record_label
     from ndf_datasets.integrations.webdataset import write_shards
+
+    from ndf_datasets.codec import record_label
 
     blob = ndf.encode(make_image(16, 16, 3, seed=70), base=hyper_base, level=2, label=6)
     assert record_label(blob, hyper_base) == 6

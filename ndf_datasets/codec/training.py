@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -84,7 +84,14 @@ class TrainSettings:
 
     @classmethod
     def from_key(cls, key: dict[str, Any]) -> "TrainSettings":
-        """Settings from a checkpoint's :meth:`key` (fields added since it was written take their defaults)."""
+        """Settings from a checkpoint's :meth:`key` (fields added since it was written take their defaults).
+
+        Raises:
+            ValueError: the key names settings this version does not know (a newer checkpoint).
+        """
+        unknown = sorted(set(key) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"training settings {unknown} are unknown to this version of ndf-datasets")
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in key.items()})
 
     def key(self) -> dict[str, Any]:
@@ -147,7 +154,10 @@ def _loss(run: _Run, x8: torch.Tensor, device: torch.device) -> tuple[torch.Tens
 def _init_weights(net: torch.nn.Module, path: Path) -> None:
     """Load another run's weights; modules this network adds (the checkerboard context ``cb.*``,
     zero-initialised) may be missing from it, nothing else."""
-    missing, unexpected = net.load_state_dict(_load(path)["model"], strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(_load(path)["model"], strict=False)
+    except RuntimeError as exc:  # tensor shapes of another config
+        raise ValueError(f"{path} does not fit this network (another config?): {str(exc).splitlines()[-1].strip()}") from None
     bad = [k for k in missing if not k.startswith("cb.")] + list(unexpected)
     if bad:
         raise ValueError(f"{path} does not fit this network: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")

@@ -23,21 +23,22 @@ def level_lambdas(net: HyperNet, anchors: list[float], levels: torch.Tensor) -> 
     return torch.tensor(np.exp(np.interp(t, np.arange(len(anchors)), np.log(anchors))), dtype=torch.float32)
 
 
+def _ste(v: torch.Tensor) -> torch.Tensor:
+    """Rounding with a straight-through gradient."""
+    return v + (torch.round(v) - v).detach()
+
+
 def _loss(net: HyperNet, x, y, z, dy, dz, zm, zsig, lmbda):
     ms = net.slice_channels
     sz = (z - zm) / dz
-    szr = sz + (torch.round(sz) - sz).detach()
+    szr = _ste(sz)
     bits = gauss_bits(szr, zsig).flatten(1).sum(1)
     hyp = net.hyper(zm + dz * szr)
     decoded, synth_in = [], []
     for k in range(net.cfg.S):
         dk = dy[:, k * ms : (k + 1) * ms]
-        mu, log_sigma, s = net.slice_symbols(
-            k, hyp, decoded, y[:, k * ms : (k + 1) * ms], dk, lambda mu, s, dk=dk: mu + dk * (s + (torch.round(s) - s).detach())
-        )
-        sr = s + (torch.round(s) - s).detach()
-        bits = bits + gauss_bits(sr, (log_sigma.exp() / dk).clamp(min=SCALE_MIN)).flatten(1).sum(1)
-        yh = mu + dk * sr
+        log_sigma, s, yh = net.slice_symbols(k, hyp, decoded, y[:, k * ms : (k + 1) * ms], dk, lambda mu, s, dk=dk: mu + dk * _ste(s))
+        bits = bits + gauss_bits(_ste(s), (log_sigma.exp() / dk).clamp(min=SCALE_MIN)).flatten(1).sum(1)
         decoded.append(yh)
         synth_in.append(yh + net.residual(k, hyp, decoded, dk) if net.cfg.lrp else yh)
     xh = net.synth(torch.cat(synth_in, 1))[..., : x.shape[-2], : x.shape[-1]]

@@ -352,12 +352,10 @@ def _rounded(net: HyperNet, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Ten
     decoded, synth_in = [], []
     for k in range(net.cfg.S):
         dk = dy[:, k * ms : (k + 1) * ms]
-        mu, log_sigma, s = net.slice_symbols(
+        log_sigma, s, yh = net.slice_symbols(
             k, hyp, decoded, y[:, k * ms : (k + 1) * ms], dk, lambda mu, s, dk=dk: mu + dk * torch.round(s)
         )
-        s = torch.round(s)
-        bits = bits + gauss_bits(s, (log_sigma.exp() / dk).clamp(min=SCALE_MIN)).flatten(1).sum(1)
-        yh = mu + dk * s
+        bits = bits + gauss_bits(torch.round(s), (log_sigma.exp() / dk).clamp(min=SCALE_MIN)).flatten(1).sum(1)
         decoded.append(yh)
         synth_in.append(yh + net.residual(k, hyp, decoded, dk) if net.cfg.lrp else yh)
     return bits, net.synth(torch.cat(synth_in, 1))

@@ -227,7 +227,7 @@ class HyperField(FieldArch):
         hyp = net.exact_hyper(zm + dz * sz)
         decoded: list[torch.Tensor] = []
         anchors = anchor_mask(torch.zeros(h4, w4)).bool()[0, 0]
-        groups = [anchors, ~anchors] if cfg.cb else [None]  # checkerboard: anchors, then the rest
+        groups = [anchors, ~anchors] if cfg.cb else [torch.ones_like(anchors)]  # checkerboard: anchors, then the rest
         for k in range(cfg.S):
             h1 = net.exact_slice_hidden(k, hyp, decoded)
             mu, log_sigma = net.exact_slice_head(k, h1)
@@ -242,13 +242,9 @@ class HyperField(FieldArch):
                 if encoding:
                     sk = torch.round((y[:, k * ms : (k + 1) * ms].double().cpu() - mu) / dk).clamp(-lim, lim)
                     sk = sk.masked_fill(off_y[:, k * ms : (k + 1) * ms], 0)
-                    s = sk if sel is None else torch.where(sel, sk, s)
-                    for i in range(B if write else 0):
-                        a, b = (sk[i], j[i]) if sel is None else (sk[i][:, sel], j[i][:, sel])
-                        streams[i].encode(a.numpy(), b.numpy(), -lim, lim)
-                elif sel is None:
-                    s = torch.from_numpy(np.stack([streams[i].decode(j[i].numpy(), -lim, lim) for i in range(B)]))
-                    s = s.double().reshape(B, ms, h4, w4)
+                    s = torch.where(sel, sk, s)
+                    for i in range(B if write else 0):  # channel-major, row-major positions within
+                        streams[i].encode(sk[i][:, sel].numpy(), j[i][:, sel].numpy(), -lim, lim)
                 else:
                     got = np.stack([streams[i].decode(j[i][:, sel].numpy(), -lim, lim) for i in range(B)])
                     s[:, :, sel] = torch.from_numpy(got).double().reshape(B, ms, -1)

@@ -207,9 +207,10 @@ class HyperNet(nn.Module):
     def slice_symbols(
         self, k: int, hyp: torch.Tensor, ctx: list[torch.Tensor], yk: torch.Tensor, dk: torch.Tensor, decode
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(mu, log_sigma, s)`` of slice ``k`` with latents ``yk`` and steps ``dk`` (float paths):
-        ``s = (yk - mu) / dk`` unrounded; with the checkerboard context the anchors' parameters
-        come first and ``decode(mu, s)`` (the caller's rounding) gives the anchors' context."""
+        """``(log_sigma, s, y_hat)`` of slice ``k`` with latents ``yk`` and steps ``dk`` (float
+        paths): ``s = (yk - mu) / dk`` unrounded, ``y_hat = decode(mu, s)`` (the caller's
+        rounding); with the checkerboard context the anchors' parameters come first and their
+        ``decode`` is the context of the other positions."""
         h = self.slice_hidden(k, hyp, ctx)
         mu, log_sigma = self.slice_head(k, h)
         if self.cfg.cb:
@@ -217,7 +218,8 @@ class HyperNet(nn.Module):
             ya = decode(mu, (yk - mu) / dk) * a
             mu2, ls2 = self.slice_head(k, h, anchors=ya)
             mu, log_sigma = torch.where(a, mu, mu2), torch.where(a, log_sigma, ls2)
-        return mu, log_sigma, (yk - mu) / dk
+        s = (yk - mu) / dk
+        return log_sigma, s, decode(mu, s)
 
     def exact_hyper(self, zh: torch.Tensor) -> torch.Tensor:
         """Hyper features from decoded ``z`` (float64, exact)."""
@@ -297,10 +299,9 @@ class HyperNet(nn.Module):
             def decode(mu: torch.Tensor, s: torch.Tensor, dk: torch.Tensor = dk) -> torch.Tensor:
                 return fixed(mu + dk * (s + (torch.round(s) - s).detach()))
 
-            mu, log_sigma, s = self.slice_symbols(k, hyp, decoded, y[:, k * ms : (k + 1) * ms], dk, decode)
+            log_sigma, s, yh = self.slice_symbols(k, hyp, decoded, y[:, k * ms : (k + 1) * ms], dk, decode)
             sig = (log_sigma.exp() / dk).clamp(min=SCALE_MIN)
             bits = bits + gauss_bits(rate_input(s), sig).flatten(1).sum(1)
-            yh = decode(mu, s)
             decoded.append(yh)
             synth_in.append(yh + self.residual(k, hyp, decoded, dk) if cfg.lrp else yh)
         return self.synth(torch.cat(synth_in, 1)), bits, bits_z

@@ -88,6 +88,7 @@ def cmd_train_base(args: argparse.Namespace) -> int:
             arch=args.arch, config=config, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
             lmbda=tuple(args.lmbda), seed=args.seed, flips=args.arch == "hyper-field" and not args.no_flips,
             rate=args.rate,
+            distortion=args.distortion,
         )
         print(f"training {args.arch} on {images.shape[0]} images of {tuple(images.shape[1:])} for {args.steps} steps "
               f"(checkpoints in {ckpt}, {torch.get_num_threads()} threads)")
@@ -122,6 +123,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--rate", choices=["noise", "round"], default="noise",
                    help="hyper-field rate term: additive-noise proxy (default) or the rounded symbols' code length "
                    "(what the coder pays; a fine-tuning stage with --init: analysis and steps frozen)")  # fmt: skip
+    t.add_argument("--distortion", choices=["mse", "psnr"], default="mse",
+                   help="hyper-field distortion term: MSE (default) or log-MSE at the level's scale, i.e. mean PSNR")  # fmt: skip
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--split", default="train", help="the split to train on (default train)")
     t.add_argument("--crop", type=int, default=None, help="train on random N x N crops (images of any size)")

@@ -431,3 +431,31 @@ def test_channels_at_the_step_cap_are_coded_as_zero(hyper_base):
     assert np.mean([len(b) for b in capped]) <= np.mean([len(b) for b in plain]) + 2
     for blob in capped:
         assert torch.isfinite(ndf.decode(blob, base=shifted)).all()
+
+
+def test_psnr_distortion_weighs_each_image_by_its_levels_typical_mse(tmp_path):
+    import ndf_datasets.codec.training as training
+
+    u = torch.linspace(0, 1, 16)
+    exact = torch.exp(-6.0 + 3.0 * u - 2.0 * u * u)  # log-MSE exactly quadratic in the level
+    torch.testing.assert_close(training._typical_mse(exact, u), exact)
+    noisy = (exact * torch.exp(0.5 * torch.randn(16, generator=torch.Generator().manual_seed(0)))).requires_grad_()
+    typical = training._typical_mse(noisy, u)
+    assert not typical.requires_grad  # a weight, not a path for gradients
+    # the gradient of typical * log(mse) is the MSE gradient scaled by typical / mse: an image
+    # below its level's usual error gets a larger weight (a decibel costs it fewer squared errors)
+    (typical * noisy.log()).sum().backward()
+    torch.testing.assert_close(noisy.grad, typical / noisy.detach())
+    with pytest.raises(ValueError, match="distortion"):
+        TrainSettings(distortion="ssim")
+
+    imgs = _images(32, 16, 16, seed=82)
+    runs = {}
+    for d in ("mse", "psnr"):
+        s = TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=6, batch_size=8, warmup=2, distortion=d)
+        runs[d] = train_base(imgs, s, checkpoint_dir=tmp_path / d, progress=False)
+        assert runs[d].metadata["settings"]["distortion"] == d
+    assert runs["mse"].hash != runs["psnr"].hash
+    # resuming a psnr run needs the same settings
+    with pytest.raises(ValueError, match="other settings"):
+        train_base(imgs, TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=6, batch_size=8, warmup=2), checkpoint_dir=tmp_path / "psnr", progress=False)

@@ -398,6 +398,18 @@ def test_convert_with_a_learned_base_counts_missed_targets(hyper_base, tmp_path,
     ok = ndf.convert(str(tmp_path / "src"), str(tmp_path / "out2"), base=str(path), psnr=10.0, progress=False)
     assert ok.manifest["stats"]["below_target"] == 0
     assert ok.manifest["stats"]["bytes"]["mean"] < stats["bytes"]["mean"]
+    # a mean target: the split's mean reaches it (single images may not), at most the bytes of
+    # every image at it; it needs a learned base, checked before anything is written
+    target = round(0.5 * (ok.manifest["stats"]["psnr"]["mean"] + stats["psnr"]["mean"]), 2)
+    each = ndf.convert(str(tmp_path / "src"), str(tmp_path / "each"), base=str(path), psnr=target, progress=False)
+    mean = ndf.convert(str(tmp_path / "src"), str(tmp_path / "mean"), base=str(path), psnr=target, mean_psnr=True, progress=False)
+    assert mean.manifest["build"]["mean_psnr"] is True and mean.manifest["stats"]["below_target"] == 0
+    assert mean.manifest["stats"]["psnr"]["mean"] >= target - 5e-3
+    assert mean.manifest["stats"]["bytes"]["total"] <= each.manifest["stats"]["bytes"]["total"]
+    assert "the mean of each batch" in (tmp_path / "mean" / "README.md").read_text()
+    with pytest.raises(ValueError, match="learned base"):
+        ndf.convert(str(tmp_path / "src"), str(tmp_path / "fitted"), base=None, psnr=target, mean_psnr=True, progress=False)
+    assert not (tmp_path / "fitted").exists()
 
 
 def test_render_builds_its_network_from_a_fresh_copy_of_the_base(hyper_base):
@@ -459,3 +471,54 @@ def test_psnr_distortion_weighs_each_image_by_its_levels_typical_mse(tmp_path):
     # resuming a psnr run needs the same settings
     with pytest.raises(ValueError, match="other settings"):
         train_base(imgs, TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=6, batch_size=8, warmup=2), checkpoint_dir=tmp_path / "psnr", progress=False)
+
+
+def test_mean_psnr_reaches_the_batch_mean_at_fewer_bytes(hyper_base):
+    imgs = _images(24, 16, 16, seed=90)
+    x = imgs.float() / 255
+    top = np.mean(encode_learned(hyper_base, x, level=7)[1].psnr)
+    bottom = np.mean(encode_learned(hyper_base, x, level=0)[1].psnr)
+    target = float(bottom + 0.6 * (top - bottom))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        recs, rep = ndf.encode_batch(list(x), mean_psnr=target, base=hyper_base, return_report=True)
+    # the guarantee is on what the records decode to, measured as ndf convert does (8-bit pixels)
+    dec = ndf.decode_batch(recs, base=hyper_base)
+    from ndf_datasets.codec.learned import psnr_8bit
+
+    decoded = psnr_8bit(dec, x).tolist()
+    np.testing.assert_allclose(decoded, rep.psnr, atol=1e-4)
+    assert np.mean(decoded) >= target and not rep.unreachable
+    assert len(set(rep.levels)) > 1  # images got different levels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # some images can not reach the mean on their own
+        each = ndf.encode_batch(list(x), psnr=target, base=hyper_base)
+    assert sum(map(len, recs)) <= sum(map(len, each))  # every image at the target is one allocation of many
+    # the rate estimate the allocation uses follows the coder's size (to 4-byte words and the
+    # tails' leakage: ~2 B on the zoo base, up to ~9 B on this untrained one)
+    coder = hyper_base.arch_for(16, 16).encoder(hyper_base.weights, x)
+    lv = torch.tensor(rep.levels)
+    recon, est = coder.trial(lv)
+    payloads, recon2 = coder.encode(lv)
+    assert torch.equal(recon, recon2)
+    assert all(abs(e - len(p)) <= 4 + 0.1 * len(p) for e, p in zip(est.tolist(), payloads))
+    assert np.corrcoef(est.numpy(), [len(p) for p in payloads])[0, 1] > 0.9
+    with pytest.warns(UserWarning, match="mean can not reach 90.0 dB"):
+        _, rep = ndf.encode_batch(list(x), mean_psnr=90.0, base=hyper_base, return_report=True)
+    assert rep.unreachable == list(range(24))
+    with pytest.raises(ValueError, match="exactly one"):
+        encode_learned(hyper_base, x, level=3, mean_psnr=30.0)
+    with pytest.raises(ValueError, match="refine_steps"):
+        encode_learned(hyper_base, x, mean_psnr=30.0, refine_steps=2)
+    with pytest.raises(ValueError, match="learned base"):
+        ndf.encode_batch(list(x[:1]), mean_psnr=30.0, steps=1)
+
+
+def test_mean_psnr_on_the_pixel_context_base(pixel_base):
+    x = _digits(12, seed=5).float() / 255
+    recs, rep = encode_learned(pixel_base, x, mean_psnr=40.0)
+    assert np.mean(rep.psnr) >= 40.0
+    dec = ndf.decode_batch(recs, base=pixel_base)
+    from ndf_datasets.codec.learned import psnr_8bit
+
+    np.testing.assert_allclose(psnr_8bit(dec, x).tolist(), rep.psnr, atol=1e-4)

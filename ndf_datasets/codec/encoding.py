@@ -106,6 +106,7 @@ def encode_batch(
     level: int | None = None,
     refine_steps: int | None = None,
     return_report: bool = False,
+    mean_psnr: float | None = None,
     **fit_kw: Any,
 ) -> list[bytes]:
     """Encode many images; same-sized images are fitted together in batches.
@@ -129,6 +130,11 @@ def encode_batch(
         device: where to fit (``"cpu"``, ``"cuda"``).
         progress: show a progress bar.
         level: learned bases: a fixed rate level instead of a PSNR target.
+        mean_psnr: learned bases: instead of ``psnr`` for every image, a target for the mean
+            PSNR of each batch of ``batch_size`` images (so of the whole call), met at the
+            fewest bytes: bits go to the images where they buy the most decibels, so single
+            images may fall below it (CIFAR-10 with the zoo base: 9% fewer bytes than
+            ``psnr=`` at the same mean; see ``EncodeReport.psnr`` for each image).
         refine_steps: learned ``hyper-field`` bases: per-image latent refinement steps
             (default :data:`~ndf_datasets.codec.learned.DEFAULT_REFINE_STEPS`; 0 is fastest).
         return_report: also return the :class:`~ndf_datasets.codec.learned.EncodeReport`
@@ -155,9 +161,11 @@ def encode_batch(
     if base is not None and getattr(base.arch, "learned", False):
         if any(m for m in metadata):
             raise ValueError("compact records of a learned base carry a label but no metadata; keep metadata beside them")
-        return _encode_with_learned(tensors, base, psnr, level, labels, refine_steps, batch_size, device, progress, return_report)
-    if level is not None or return_report:
-        raise ValueError("level= and return_report= need a learned base (hyper-field or pixel-context)")
+        return _encode_with_learned(
+            tensors, base, psnr, level, labels, refine_steps, batch_size, device, progress, return_report, mean_psnr
+        )
+    if level is not None or return_report or mean_psnr is not None:
+        raise ValueError("level=, mean_psnr= and return_report= need a learned base (hyper-field or pixel-context)")
     kw = dict(fit_kw)
     if lmbda is not None:
         kw["lmbda"] = lmbda
@@ -182,13 +190,13 @@ def encode_batch(
     return out  # type: ignore[return-value]
 
 
-def _encode_with_learned(tensors, base, psnr, level, labels, refine_steps, batch_size, device, progress, return_report):
+def _encode_with_learned(tensors, base, psnr, level, labels, refine_steps, batch_size, device, progress, return_report, mean_psnr=None):
     from .learned import DEFAULT_REFINE_STEPS, EncodeReport, encode_learned, warn_unreachable
 
     if any(t.shape[0] != base.arch.channels for t in tensors):
         raise ValueError(f"the base decodes {base.arch.channels}-channel images; got another channel count")
     steps = DEFAULT_REFINE_STEPS if refine_steps is None else int(refine_steps)
-    psnr = None if level is not None else psnr
+    psnr = None if level is not None or mean_psnr is not None else psnr
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, t in enumerate(tensors):
         groups.setdefault(tuple(t.shape), []).append(i)
@@ -202,7 +210,9 @@ def _encode_with_learned(tensors, base, psnr, level, labels, refine_steps, batch
     for members in groups.values():
         for start in range(0, len(members), batch_size):
             idx = members[start : start + batch_size]
-            recs, rep = encode_learned(base, torch.stack([tensors[i] for i in idx]), psnr, level, [labels[i] for i in idx], steps, device)
+            recs, rep = encode_learned(
+                base, torch.stack([tensors[i] for i in idx]), psnr, level, [labels[i] for i in idx], steps, device, mean_psnr
+            )
             for i, r in zip(idx, recs):
                 out[i] = r
             parts.append((idx, rep))
@@ -216,7 +226,7 @@ def _encode_with_learned(tensors, base, psnr, level, labels, refine_steps, batch
             report.levels[i], report.psnr[i], report.nbytes[i] = rep.levels[j], rep.psnr[j], rep.nbytes[j]
         report.unreachable += [idx[j] for j in rep.unreachable]
     report.unreachable.sort()
-    warn_unreachable(report, psnr)
+    warn_unreachable(report, psnr, mean_psnr)
     return (out, report) if return_report else out
 
 

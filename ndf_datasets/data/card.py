@@ -158,7 +158,8 @@ def dataset_card(manifest: dict[str, Any], psnr: dict[str, Sequence[float]]) -> 
               f"| layout | {manifest.get('layout')} (members {'+'.join(manifest.get('members', []))}, "
               f"compression {manifest.get('compression') or 'none'}) |",
               f"| base | `{manifest.get('base')}` ({'given' if build.get('base') else build.get('base_arch', '?') + ' fitted'}) |",
-              f"| target PSNR | {build.get('psnr')} dB, at most {build.get('steps')} steps per record "
+              f"| target PSNR | {build.get('psnr')} dB{' (the mean of each batch)' if build.get('mean_psnr') else ''}, "
+              f"at most {build.get('steps')} steps per record "
               f"(early stop {build.get('early_stop')}) |",
               f"| images below target | {stats.get('below_target', 0)} |",
               f"| shard size | {build.get('shard_size')} images |",

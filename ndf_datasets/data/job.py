@@ -58,6 +58,9 @@ class ConvertSettings:
             ``label`` and ``key`` columns are always there).
         compress: gzip the tar shards (``.tar.gz``); zstd pages in Parquet.
         psnr: target PSNR of the records in dB.
+        mean_psnr: ``psnr`` is the mean of each encode batch (learned bases), met at the fewest
+            bytes (single images may fall below; see ``encode_batch(mean_psnr=)``), instead of
+            every image's floor.
         steps: maximum fitting steps per record (``None``: the codec's default).
         seed: fitting seed (the same for every shard).
         device: fitting device (CPU and GPU results differ, so it is part of the job).
@@ -80,6 +83,7 @@ class ConvertSettings:
     members: tuple[str, ...] = ("ndf",)
     compress: bool = True
     psnr: float | None = 30.0
+    mean_psnr: bool = False
     steps: int | None = 20
     seed: int = 0
     device: str = "cpu"
@@ -105,6 +109,8 @@ class ConvertSettings:
         for name in ("batch_size", "shard_size", "base_epochs", "base_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.mean_psnr and self.psnr is None:
+            raise ValueError("mean_psnr needs a psnr target")
         if not 0 < float(self.base_lmbda) < 1:
             raise ValueError(f"base_lmbda must be in (0, 1), got {self.base_lmbda}")
         for name in ("max_images", "base_max_images", "steps"):

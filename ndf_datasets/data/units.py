@@ -224,7 +224,8 @@ def _unit_files(
             warnings.filterwarnings("ignore", message=r".* can not reach .* dB with this base")
             chunk = encode_batch(
                 images[c : c + settings.batch_size],
-                psnr=settings.psnr,
+                psnr=None if settings.mean_psnr else settings.psnr,
+                mean_psnr=settings.psnr if settings.mean_psnr else None,
                 base=base,
                 labels=labels[c : c + settings.batch_size],
                 steps=settings.steps,

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from ..exact import L_BITS, STEP_BITS, scale_index
-from ..gaussian import StreamDecoder, StreamEncoder
+from ..gaussian import SCALE_TABLE, StreamDecoder, StreamEncoder
 from .base import FieldArch, TensorSpec
-from .hyper_net import TRAINING_ONLY, HyperConfig, HyperNet, anchor_mask, resample
+from .hyper_net import TRAINING_ONLY, HyperConfig, HyperNet, anchor_mask, gauss_bits, resample
 from .registry import register_arch
 
 __all__ = ["HyperField", "STEP_BITS", "SYMBOL_LIMIT", "export_tables"]
@@ -181,6 +181,7 @@ class HyperField(FieldArch):
         sources: Sequence[str] | None = None,
         dry: bool = False,
         residuals: bool = True,
+        bits: torch.Tensor | None = None,
     ) -> tuple[list[bytes] | None, torch.Tensor]:
         """Encode latents ``y, z`` (given) or decode ``payloads``; the same walk both ways.
 
@@ -192,6 +193,9 @@ class HyperField(FieldArch):
             dry: encoder side: quantise only, write no stream (rate control's trial levels).
             residuals: ``False`` returns the exactly decoded latents (float64, the same bits on
                 every platform and batch) instead of the synthesis input.
+            bits: encoder side: a ``B`` float64 tensor to which each image's estimated code
+                length (bits, the symbols' information under their coded Gaussians) is added,
+                for rate allocation without running the range coder.
 
         Returns:
             ``(payloads, y_hat)``: the streams (encoder side; ``None`` when decoding) and the
@@ -221,6 +225,8 @@ class HyperField(FieldArch):
             off_y = (tab["table.dy"].cpu()[lv] >= STEP_CAP)[:, :, None, None]
             for i in range(B if write else 0):
                 streams[i].encode(sz[i].numpy(), jz_map[i].numpy(), -lim, lim)
+            if bits is not None:
+                bits += _information(sz, jz_map)
         else:
             sz = torch.from_numpy(np.stack([streams[i].decode(jz_map[i].numpy(), -lim, lim) for i in range(B)]))
             sz = sz.double().reshape(B, *zshape)
@@ -243,6 +249,8 @@ class HyperField(FieldArch):
                     sk = torch.round((y[:, k * ms : (k + 1) * ms].double().cpu() - mu) / dk).clamp(-lim, lim)
                     sk = sk.masked_fill(off_y[:, k * ms : (k + 1) * ms], 0)
                     s = torch.where(sel, sk, s)
+                    if bits is not None:
+                        bits += _information(sk[:, :, sel], j[:, :, sel])
                     for i in range(B if write else 0):  # channel-major, row-major positions within
                         streams[i].encode(sk[i][:, sel].numpy(), j[i][:, sel].numpy(), -lim, lim)
                 else:
@@ -298,6 +306,13 @@ class HyperField(FieldArch):
         return net.colour(resample(f, (height, width)))
 
 
+def _information(symbols: torch.Tensor, scale_idx: torch.Tensor) -> torch.Tensor:
+    """Bits per image (first dimension) of ``symbols`` under zero-mean Gaussians of stds
+    ``SCALES[scale_idx]`` on unit bins: the range coder's cost to within its tails' leakage."""
+    std = torch.from_numpy(SCALE_TABLE)[scale_idx.long()]
+    return gauss_bits(symbols.double(), std).flatten(1).sum(1)
+
+
 class HyperEncoder:
     """Latents of a batch of images, quantised and coded at any levels (rate control uses it)."""
 
@@ -314,6 +329,14 @@ class HyperEncoder:
         with torch.no_grad():
             _, y_hat = self.arch.code(self.net, levels, y=self.y, z=self.z, dry=True)
             return self._synth(y_hat)
+
+    def trial(self, levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoded images at ``levels`` and each record's estimated payload bytes (no
+        stream is written: rate allocation tries many levels)."""
+        bits = torch.zeros(len(levels), dtype=torch.float64)
+        with torch.no_grad():
+            _, y_hat = self.arch.code(self.net, levels, y=self.y, z=self.z, dry=True, bits=bits)
+            return self._synth(y_hat), bits / 8
 
     def _synth(self, y_hat: torch.Tensor) -> torch.Tensor:
         f = self.net.features(y_hat.to(self.y.device))[..., : self.arch.height, : self.arch.width]

@@ -177,6 +177,11 @@ class PixelEncoder:
     def settle(self, levels: torch.Tensor, psnr: float) -> torch.Tensor:
         return levels
 
+    def trial(self, levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoded images at ``levels`` and each record's payload bytes (coded: exact)."""
+        payloads, pixels = self.encode(levels)
+        return pixels, torch.tensor([len(p) for p in payloads], dtype=torch.float64)
+
     def encode(self, levels: torch.Tensor) -> tuple[list[bytes], torch.Tensor]:
         payloads, pixels = self.arch.code(self.net, levels, x255=self.x255)
         return payloads, pixels.to(self.target.device)

@@ -3,6 +3,8 @@
     python -m benchmarks.rd cifar --bases b1.ndfbase b2.ndfbase --count 1000 --steps 20 \
         --out benchmarks/out/rd_cifar
     python -m benchmarks.rd cifar --learned cifar10 --count 1000      # a learned (zoo) base, fixed levels
+    python -m benchmarks.rd cifar --learned cifar10 --mean-psnr 32 34 36 38 40 42 --allocate-classic
+        # ... and mean-PSNR targets (per-image levels on the lower convex hull), Pillow codecs alike
 
 For each codec and quality: bytes per image (every header included), bits per pixel and PSNR
 (RGB or gray, 8-bit). For NDF records the shared base's bytes are reported separately (and
@@ -182,6 +184,80 @@ def learned_points(
     return rows
 
 
+def mean_psnr_points(images: torch.Tensor, bases: list[Path], targets: list[float], batch: int) -> list[dict]:
+    """One row per (learned base, mean-PSNR target): ``encode_batch(mean_psnr=)`` over batches of
+    ``batch`` images (the bytes go where they buy the most decibels), decoded, measured."""
+    rows = []
+    x = images.float() / 255
+    pixels = images.shape[2] * images.shape[3]
+    ref = images.permute(0, 2, 3, 1).numpy()
+    for path in bases:
+        base = ndf.load_base(str(path))
+        for target in targets:
+            t0 = time.perf_counter()
+            recs = ndf.encode_batch(list(x), base=base, mean_psnr=target, batch_size=batch)
+            enc_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            dec = ndf.decode_batch(recs, base=base)
+            dec_s = time.perf_counter() - t0
+            got = (dec * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+            mean_bytes = float(np.mean([len(r) for r in recs]))
+            rows.append(
+                {
+                    "codec": "NDF",
+                    "curve": f"NDF {Path(str(path)).stem} mean-PSNR",
+                    "setting": f"{Path(str(path)).stem} mean {target:g}",
+                    "bytes": mean_bytes,
+                    "bpp": 8 * mean_bytes / pixels,
+                    "psnr": float(np.mean([min(100.0, _psnr_u8(a, b)) for a, b in zip(got, ref)])),
+                    "base_bytes": len(base.to_bytes()),
+                    "base_bytes_per_image": len(base.to_bytes()) / 60000,
+                    "fit_img_per_s": len(recs) / enc_s,
+                    "decode_img_per_s": len(recs) / dec_s,
+                    "macs_per_pixel": base.arch.macs_per_pixel(),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def allocated_classic_points(images: np.ndarray, targets: list[float]) -> list[dict]:
+    """Pillow JPEG / WebP given the same per-image allocation as ``mean_psnr``: each image's
+    quality (5, 10, ..., 100) chosen on the batch's lower convex hull for each mean target, so
+    the comparison with NDF's mean-PSNR curve is like for like."""
+    from ndf_datasets.codec.learned import choose_on_hull
+
+    rows = []
+    pil = [Image.fromarray(im) for im in images]
+    pixels = images.shape[1] * images.shape[2]
+    qualities = list(range(5, 101, 5))
+    for name in ("JPEG", "WebP"):
+        fmt, _, options = CLASSIC[name]
+        size = np.zeros((len(pil), len(qualities)))
+        quality = np.zeros_like(size)
+        for i, (im, ref) in enumerate(zip(pil, images)):
+            for j, q in enumerate(qualities):
+                buf = io.BytesIO()
+                im.save(buf, fmt, quality=q, **options)
+                back = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+                size[i, j], quality[i, j] = len(buf.getvalue()), min(100.0, _psnr_u8(back, ref))
+        gain, cost = torch.from_numpy(quality), torch.from_numpy(size)
+        for target in targets:
+            pick = choose_on_hull(gain, cost, target)
+            at = torch.arange(len(pil))
+            b = float(cost[at, pick].mean())
+            rows.append(
+                {
+                    "codec": f"{name} mean-PSNR",
+                    "setting": f"mean {target:g}",
+                    "bytes": b,
+                    "bpp": 8 * b / pixels,
+                    "psnr": float(gain[at, pick].mean()),
+                }
+            )
+    return rows
+
+
 def bytes_at(points: list[tuple[float, float]], target: float) -> float | None:
     """Bytes at ``target`` dB on a curve of (bytes, psnr) points: log-bytes interpolated
     linearly in PSNR between the two points around it (``None`` outside the curve)."""
@@ -241,7 +317,7 @@ def report(rows: list[dict], out: Path, title: str, anchors: dict | None = None)
     for r in rows:
         if np.isfinite(r["psnr"]):
             # one curve per NDF base (the setting is "<base> level N" or "<base> ...")
-            key = r["codec"] if r["codec"] != "NDF" else f"NDF {r['setting'].split(' level')[0]}"
+            key = r.get("curve") or (r["codec"] if r["codec"] != "NDF" else f"NDF {r['setting'].split(' level')[0]}")
             curves.setdefault(key, []).append((r["bytes"], r["psnr"]))
     ndf_curves = [k for k in curves if k.startswith("NDF")]
     if ndf_curves:
@@ -305,6 +381,9 @@ def main() -> None:
     )
     p.add_argument("--levels", type=int, nargs="+", default=[0, 8, 16, 24, 32, 40, 48, 56, 63])
     p.add_argument("--refine-steps", type=int, default=0)
+    p.add_argument("--mean-psnr", type=float, nargs="*", default=[], help="learned bases: mean-PSNR targets (allocated)")
+    p.add_argument("--mean-batch", type=int, default=500, help="images per mean-PSNR allocation (default 500)")
+    p.add_argument("--allocate-classic", action="store_true", help="JPEG / WebP with the same per-image allocation")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     if args.dataset == "cifar":
@@ -319,6 +398,9 @@ def main() -> None:
     rows = classic_points(x.permute(0, 2, 3, 1).numpy())
     rows += ndf_points(x, args.bases, args.steps, args.psnr, size, args.lmbda_scales)
     rows += learned_points(x, args.learned, args.levels, args.refine_steps, size)
+    rows += mean_psnr_points(x, args.learned, args.mean_psnr, args.mean_batch)
+    if args.allocate_classic and x.shape[1] == 3:
+        rows += allocated_classic_points(x.permute(0, 2, 3, 1).numpy(), args.mean_psnr or [30, 32, 34, 36, 38, 40])
     anchors = ANCHORS if args.dataset == "cifar" else None
     print(
         report(

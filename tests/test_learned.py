@@ -522,3 +522,17 @@ def test_mean_psnr_on_the_pixel_context_base(pixel_base):
     from ndf_datasets.codec.learned import psnr_8bit
 
     np.testing.assert_allclose(psnr_8bit(dec, x).tolist(), rep.psnr, atol=1e-4)
+
+
+def test_ray_encoder_takes_a_mean_target(hyper_base):
+    from ndf_datasets.integrations.ray.encoders import NDFEncoder
+
+    imgs = _images(12, 16, 16, seed=95)
+    levels = encode_learned(hyper_base, imgs.float() / 255, level=4)[1]
+    target = float(np.mean(levels.psnr))
+    batch = {"image": np.stack(list(imgs.permute(0, 2, 3, 1).numpy())), "label": np.arange(12) % 3}
+    out = NDFEncoder(hyper_base, psnr=target, mean_psnr=True)(batch)
+    assert out["psnr"].mean() >= target - 5e-3  # measured to 0.01 dB
+    assert out["nbytes"].sum() <= sum(levels.nbytes)  # no more than one fixed level with that mean
+    with pytest.raises(ValueError, match="learned base"):
+        NDFEncoder(hyper_base, psnr=None, mean_psnr=True)

@@ -37,6 +37,8 @@ class NDFEncoder:
         base: a :class:`~ndf_datasets.SharedBase`, a ``.ndfbase`` path/URL or a zoo name
             (loaded once, in the actor).
         psnr, steps, seed, early_stop: record fitting, as :func:`~ndf_datasets.encode_batch`.
+        mean_psnr: learned bases: ``psnr`` is the mean PSNR of each batch, met at the fewest
+            bytes (``encode_batch(mean_psnr=)``), instead of every image's floor.
         device: where to encode (``"cuda"`` for ``num_gpus=1`` actors).
 
     Each call encodes the batch it is given in one :func:`~ndf_datasets.encode_batch` call, so
@@ -53,9 +55,13 @@ class NDFEncoder:
         seed: int = 0,
         early_stop: bool = True,
         device: str = "cpu",
+        mean_psnr: bool = False,
     ) -> None:
         self.base = base if isinstance(base, SharedBase) else load_base(base)
         self.psnr, self.steps, self.seed, self.early_stop, self.device = psnr, steps, seed, early_stop, device
+        self.mean_psnr = bool(mean_psnr)
+        if self.mean_psnr and (psnr is None or not getattr(self.base.arch, "learned", False)):
+            raise ValueError("mean_psnr needs a psnr target and a learned base")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "image" not in batch:
@@ -65,7 +71,8 @@ class NDFEncoder:
         labels = [int(v) for v in batch["label"]] if "label" in batch else None
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".* can not reach .* dB with this base")
-            blobs = encode_batch(images, psnr=self.psnr, base=self.base, labels=labels, steps=self.steps,
+            target = {"psnr": None, "mean_psnr": self.psnr} if self.mean_psnr else {"psnr": self.psnr}
+            blobs = encode_batch(images, **target, base=self.base, labels=labels, steps=self.steps,
                                  seed=self.seed, device=self.device, batch_size=len(images),
                                  early_stop=self.early_stop)  # fmt: skip
         out = dict(batch)

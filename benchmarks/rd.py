@@ -245,6 +245,8 @@ def allocated_classic_points(images: np.ndarray, targets: list[float]) -> list[d
         for target in targets:
             pick = choose_on_hull(gain, cost, target)
             at = torch.arange(len(pil))
+            if float(gain[at, pick].mean()) < target - 0.01:
+                continue  # beyond this codec's qualities
             b = float(cost[at, pick].mean())
             rows.append(
                 {

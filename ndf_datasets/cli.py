@@ -242,7 +242,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                    help="target PSNR of the records in dB (default auto: the zoo base's checked point, "
                    "cifar10 40, mnist 46, natural 36; 30 for a fitted base)")  # fmt: skip
     c.add_argument("--mean-psnr", action="store_true",
-                   help="learned bases: --psnr is each batch's mean, met at the fewest bytes (about 9%% smaller "
+                   help="learned bases: --psnr is each batch's mean, met at the fewest bytes (6-8%% smaller "
                    "records on CIFAR-10; single images fall below it) instead of every image's floor")  # fmt: skip
     c.add_argument("--steps", type=int, default=20, help="maximum refinement steps per record (default 20)")
     c.add_argument("--seed", type=int, default=0)

@@ -133,7 +133,7 @@ def encode_batch(
         mean_psnr: learned bases: instead of ``psnr`` for every image, a target for the mean
             PSNR of each batch of ``batch_size`` images (so of the whole call), met at the
             fewest bytes: bits go to the images where they buy the most decibels, so single
-            images may fall below it (CIFAR-10 with the zoo base: 9% fewer bytes than
+            images may fall below it (CIFAR-10 with the zoo base: 6-8% fewer bytes than
             ``psnr=`` at the same mean; see ``EncodeReport.psnr`` for each image).
         refine_steps: learned ``hyper-field`` bases: per-image latent refinement steps
             (default :data:`~ndf_datasets.codec.learned.DEFAULT_REFINE_STEPS`; 0 is fastest).

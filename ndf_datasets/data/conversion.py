@@ -283,7 +283,7 @@ def convert(
             ``cifar10`` 40 dB, ``mnist`` 46 dB, ``natural`` 36 dB), 30 dB for a fitted base.
         mean_psnr: learned bases: ``psnr`` is the mean PSNR of each ``batch_size`` batch (so of
             each split), reached at the fewest bytes, instead of every image's floor (CIFAR-10,
-            zoo base: ~9% smaller records at the same mean; single images fall below it).
+            zoo base: 6-8% smaller records at the same mean; single images fall below it).
         batch_size: images per ``encode_batch`` call.
         shard_size: images per shard.
         max_images: keep only the first ``max_images`` images of each split.

@@ -124,7 +124,7 @@ def encode_learned(
     if psnr is not None:
         report.unreachable = [i for i, v in enumerate(measured) if v < psnr - 1e-6]
     if mean_psnr is not None and sum(measured) / B < mean_psnr - 1e-6:
-        report.unreachable = list(range(B))  # the batch's mean is short: every image is at its best level
+        report.unreachable = list(range(B))  # the batch's mean is short: every image is at its best PSNR
     return records, report
 
 
@@ -204,7 +204,7 @@ def warn_unreachable(report: EncodeReport, psnr: float | None, mean_psnr: float 
         got = sum(report.psnr[i] for i in report.unreachable) / len(report.unreachable)
         warnings.warn(
             f"{len(report.unreachable)} of {len(report.psnr)} images are in batches whose mean can not reach "
-            f"{mean_psnr:.1f} dB with this base: encoded at its highest level, {got:.2f} dB on average; "
+            f"{mean_psnr:.1f} dB with this base: each image at its best level, {got:.2f} dB on average; "
             "use a base trained for higher rates",
             stacklevel=4,
         )

@@ -158,6 +158,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         compress=not args.no_compress,
         psnr=args.psnr,
         mean_psnr=args.mean_psnr,
+        min_psnr=args.min_psnr,
         steps=args.steps,
         seed=args.seed,
         device=args.device,
@@ -244,6 +245,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--mean-psnr", action="store_true",
                    help="learned bases: --psnr is each batch's mean, met at the fewest bytes (6-8%% smaller "
                    "records on CIFAR-10; single images fall below it) instead of every image's floor")  # fmt: skip
+    c.add_argument("--min-psnr", type=float, default=None, help="with --mean-psnr: no image below this PSNR (a floor)")
     c.add_argument("--steps", type=int, default=20, help="maximum refinement steps per record (default 20)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="cpu", help="fitting device (cpu, cuda; under torchrun cuda:LOCAL_RANK)")

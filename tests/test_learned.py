@@ -407,6 +407,13 @@ def test_convert_with_a_learned_base_counts_missed_targets(hyper_base, tmp_path,
     assert mean.manifest["stats"]["psnr"]["mean"] >= target - 5e-3
     assert mean.manifest["stats"]["bytes"]["total"] <= each.manifest["stats"]["bytes"]["total"]
     assert "the mean of each batch" in (tmp_path / "mean" / "README.md").read_text()
+    floored = ndf.convert(str(tmp_path / "src"), str(tmp_path / "floor"), base=str(path), psnr=target, mean_psnr=True,
+                          min_psnr=target - 0.5, progress=False)  # fmt: skip
+    assert floored.manifest["build"]["min_psnr"] == target - 0.5
+    assert floored.manifest["stats"]["psnr"]["min"] >= target - 0.5 - 5e-3 or floored.manifest["stats"]["below_target"] > 0
+    assert "no image below" in (tmp_path / "floor" / "README.md").read_text()
+    with pytest.raises(ValueError, match="floor under mean_psnr"):
+        ndf.convert(str(tmp_path / "src"), str(tmp_path / "nofloor"), base=str(path), psnr=target, min_psnr=20.0, progress=False)
     with pytest.raises(ValueError, match="learned base"):
         ndf.convert(str(tmp_path / "src"), str(tmp_path / "fitted"), base=None, psnr=target, mean_psnr=True, progress=False)
     assert not (tmp_path / "fitted").exists()
@@ -506,8 +513,20 @@ def test_mean_psnr_reaches_the_batch_mean_at_fewer_bytes(hyper_base):
     with pytest.warns(UserWarning, match="mean can not reach 90.0 dB"):
         _, rep = ndf.encode_batch(list(x), mean_psnr=90.0, base=hyper_base, return_report=True)
     assert rep.unreachable == list(range(24))
-    with pytest.raises(ValueError, match="exactly one"):
-        encode_learned(hyper_base, x, level=3, mean_psnr=30.0)
+    # a floor under the mean: no image below it, the mean still reached, at a cost in bytes
+    best = encode_learned(hyper_base, x, level=hyper_base.arch.levels - 1)[1].psnr
+    floor = min(min(best) - 0.01, float(np.median(decoded)))  # every image can reach it; it binds
+    assert min(decoded) < floor
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        floored, frep = ndf.encode_batch(list(x), mean_psnr=target, min_psnr=floor, base=hyper_base, return_report=True)
+    assert min(frep.psnr) >= floor and np.mean(frep.psnr) >= target and not frep.unreachable
+    assert sum(map(len, floored)) >= sum(map(len, recs))
+    with pytest.raises(ValueError, match="floor under mean_psnr"):
+        ndf.encode_batch(list(x), min_psnr=floor, base=hyper_base)
+    for bad in ({"level": 3, "mean_psnr": 30.0}, {"level": 3, "psnr": 30.0}, {}):
+        with pytest.raises(ValueError, match="give level="):
+            encode_learned(hyper_base, x, **bad)
     with pytest.raises(ValueError, match="refine_steps"):
         encode_learned(hyper_base, x, mean_psnr=30.0, refine_steps=2)
     with pytest.raises(ValueError, match="learned base"):

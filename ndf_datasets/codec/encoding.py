@@ -107,6 +107,7 @@ def encode_batch(
     refine_steps: int | None = None,
     return_report: bool = False,
     mean_psnr: float | None = None,
+    min_psnr: float | None = None,
     **fit_kw: Any,
 ) -> list[bytes]:
     """Encode many images; same-sized images are fitted together in batches.
@@ -135,6 +136,7 @@ def encode_batch(
             fewest bytes: bits go to the images where they buy the most decibels, so single
             images may fall below it (CIFAR-10 with the zoo base: 6-8% fewer bytes than
             ``psnr=`` at the same mean; see ``EncodeReport.psnr`` for each image).
+        min_psnr: with ``mean_psnr``: no image below this PSNR (a floor; it costs bytes).
         refine_steps: learned ``hyper-field`` bases: per-image latent refinement steps
             (default :data:`~ndf_datasets.codec.learned.DEFAULT_REFINE_STEPS`; 0 is fastest).
         return_report: also return the :class:`~ndf_datasets.codec.learned.EncodeReport`
@@ -162,10 +164,11 @@ def encode_batch(
         if any(m for m in metadata):
             raise ValueError("compact records of a learned base carry a label but no metadata; keep metadata beside them")
         return _encode_with_learned(
-            tensors, base, psnr, level, labels, refine_steps, batch_size, device, progress, return_report, mean_psnr
+            tensors, base, psnr, level, labels, refine_steps, batch_size, device, progress, return_report, mean_psnr,
+            min_psnr,
         )
-    if level is not None or return_report or mean_psnr is not None:
-        raise ValueError("level=, mean_psnr= and return_report= need a learned base (hyper-field or pixel-context)")
+    if level is not None or return_report or mean_psnr is not None or min_psnr is not None:
+        raise ValueError("level=, mean_psnr=, min_psnr= and return_report= need a learned base (hyper-field or pixel-context)")
     kw = dict(fit_kw)
     if lmbda is not None:
         kw["lmbda"] = lmbda
@@ -190,13 +193,17 @@ def encode_batch(
     return out  # type: ignore[return-value]
 
 
-def _encode_with_learned(tensors, base, psnr, level, labels, refine_steps, batch_size, device, progress, return_report, mean_psnr=None):
+def _encode_with_learned(
+    tensors, base, psnr, level, labels, refine_steps, batch_size, device, progress, return_report, mean_psnr=None, min_psnr=None
+):
     from .learned import DEFAULT_REFINE_STEPS, EncodeReport, encode_learned, warn_unreachable
 
     if any(t.shape[0] != base.arch.channels for t in tensors):
         raise ValueError(f"the base decodes {base.arch.channels}-channel images; got another channel count")
     steps = DEFAULT_REFINE_STEPS if refine_steps is None else int(refine_steps)
-    psnr = None if level is not None or mean_psnr is not None else psnr
+    if min_psnr is not None and mean_psnr is None:
+        raise ValueError("min_psnr= is a floor under mean_psnr=; for each image's own target use psnr=")
+    psnr = None if level is not None else (min_psnr if mean_psnr is not None else psnr)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, t in enumerate(tensors):
         groups.setdefault(tuple(t.shape), []).append(i)
@@ -226,7 +233,7 @@ def _encode_with_learned(tensors, base, psnr, level, labels, refine_steps, batch
             report.levels[i], report.psnr[i], report.nbytes[i] = rep.levels[j], rep.psnr[j], rep.nbytes[j]
         report.unreachable += [idx[j] for j in rep.unreachable]
     report.unreachable.sort()
-    warn_unreachable(report, psnr, mean_psnr)
+    warn_unreachable(report, psnr, mean_psnr)  # psnr: each image's target, or the floor under the mean
     return (out, report) if return_report else out
 
 

@@ -77,9 +77,10 @@ def encode_learned(
         images: float in [0, 1].
         psnr: target PSNR (dB) of the decoded image; the smallest level that reaches it is used.
         level: a fixed rate level instead (``0 .. levels-1``; higher is better quality).
-        mean_psnr: instead, a target for the batch's mean PSNR, at the fewest bytes (single
-            images may fall below it; see the module docstring). Refinement does not combine
-            with it (it would move the PSNR the allocation measured).
+        mean_psnr: a target for the batch's mean PSNR, at the fewest bytes (single images may
+            fall below it; see the module docstring); with ``psnr=``, no image goes below
+            ``psnr`` (a floor). Refinement does not combine with it (it would move the PSNR
+            the allocation measured).
         labels: per image, stored in the record.
         refine_steps: ``hyper-field`` per-image refinement steps (0 = amortised analysis only).
         device: where to run the networks.
@@ -93,43 +94,45 @@ def encode_learned(
         raise ValueError(f"this {base.arch.name} base codes {base.arch.height}x{base.arch.width} images, not {H}x{W}")
     arch = base.arch_for(H, W)
     levels = arch.levels
-    if (psnr is not None) + (level is not None) + (mean_psnr is not None) != 1:
-        raise ValueError("give exactly one of psnr= (a target in dB), mean_psnr= (the batch's mean) or level= (a rate level)")
+    if (level is not None) == (psnr is not None or mean_psnr is not None):
+        raise ValueError(
+            "give level= (a rate level), or psnr= (each image's target in dB) and/or mean_psnr= (the batch's mean; "
+            "psnr= is then each image's floor)"
+        )
     if level is not None and not 0 <= int(level) < levels:
         raise ValueError(f"level {level} is outside this base's levels 0..{levels - 1}")
     if mean_psnr is not None and refine_steps:
         raise ValueError("mean_psnr= does not combine with refine_steps (refinement would move the PSNR it allocated)")
     coder = arch.encoder(base.weights_on(device), images.to(device))
-    if mean_psnr is not None:
-        chosen = allocate(coder, levels, float(mean_psnr))
-    elif level is not None:
+    if level is not None:
         chosen = torch.full((B,), int(level), dtype=torch.long)
     else:
-        lo = torch.zeros(B, dtype=torch.long)
-        hi = torch.full((B,), levels - 1, dtype=torch.long)
-        while bool((lo < hi).any()):  # smallest level reaching the target (PSNR grows with the level)
-            mid = (lo + hi) // 2
-            ok = _psnr(coder.reconstruct(mid), coder.target) >= psnr
-            hi = torch.where(ok & (lo < hi), mid, hi)
-            lo = torch.where(~ok & (lo < hi), mid + 1, lo)
-        chosen = lo
-    chosen = coder.refine(chosen, refine_steps)
-    if psnr is not None:
-        chosen = coder.settle(chosen, psnr)
+        floor = None
+        if psnr is not None:
+            lo = torch.zeros(B, dtype=torch.long)
+            hi = torch.full((B,), levels - 1, dtype=torch.long)
+            while bool((lo < hi).any()):  # smallest level reaching the target (PSNR grows with the level)
+                mid = (lo + hi) // 2
+                ok = _psnr(coder.reconstruct(mid), coder.target) >= psnr
+                hi = torch.where(ok & (lo < hi), mid, hi)
+                lo = torch.where(~ok & (lo < hi), mid + 1, lo)
+            floor = coder.settle(coder.refine(lo, refine_steps), psnr)
+        chosen = floor if mean_psnr is None else allocate(coder, levels, float(mean_psnr), lowest=floor)
     payloads, recon = coder.encode(chosen)
     measured = _psnr(recon, coder.target).tolist()
     size = None if (H, W) == (base.arch.height, base.arch.width) else (H, W)
     records = [write_record(base.hash, int(q), p, labels[i], size) for i, (q, p) in enumerate(zip(chosen.tolist(), payloads))]
     report = EncodeReport(chosen.tolist(), measured, [len(r) for r in records])
-    if psnr is not None:
+    if psnr is not None:  # a target, or the floor under a mean
         report.unreachable = [i for i, v in enumerate(measured) if v < psnr - 1e-6]
     if mean_psnr is not None and sum(measured) / B < mean_psnr - 1e-6:
         report.unreachable = list(range(B))  # the batch's mean is short: every image is at its best PSNR
     return records, report
 
 
-def allocate(coder, levels: int, target: float, rounds: int = 2) -> torch.Tensor:
-    """Per image, the level of the fewest total bytes whose batch mean PSNR reaches ``target``.
+def allocate(coder, levels: int, target: float, rounds: int = 2, lowest: torch.Tensor | None = None) -> torch.Tensor:
+    """Per image, the level of the fewest total bytes whose batch mean PSNR reaches ``target``
+    (and, given ``lowest``, no level below each image's ``lowest``: a PSNR floor).
 
     Each image takes the level maximising ``psnr - slope * bytes``; the shared slope is bisected
     to the largest that keeps the mean at the target (the lower convex hull of the batch's
@@ -152,17 +155,22 @@ def allocate(coder, levels: int, target: float, rounds: int = 2) -> torch.Tensor
         cost[rows, lv] = nbytes.double().cpu()
         known[rows, lv] = True
 
+    allowed = torch.ones(B, levels, dtype=torch.bool)
+    if lowest is not None:
+        allowed = torch.arange(levels)[None, :] >= lowest.cpu()[:, None]
+        tried(lowest.cpu())
     step = max(1, round(levels / 8))
     for lv in sorted(set(range(0, levels, step)) | {levels - 1}):
         tried(torch.full((B,), lv, dtype=torch.long))
+    never, free = torch.tensor(-1e9, dtype=torch.float64), torch.tensor(1e9, dtype=torch.float64)
     for _ in range(rounds):
         g, c = _interpolated(known, gain, cost)
-        choice = choose_on_hull(g, c, target)
+        choice = choose_on_hull(torch.where(allowed, g, never), c, target)
         for off in (-1, 0, 1):
             tried((choice + off).clamp(0, levels - 1))
     # tried points only: the others can not be chosen
-    g = torch.where(known, gain, torch.tensor(-1e9, dtype=torch.float64))
-    return choose_on_hull(g, torch.where(known, cost, torch.tensor(1e9, dtype=torch.float64)), target)
+    usable = known & allowed
+    return choose_on_hull(torch.where(usable, gain, never), torch.where(usable, cost, free), target)
 
 
 def _interpolated(known: torch.Tensor, gain: torch.Tensor, cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,9 +207,10 @@ def choose_on_hull(gain: torch.Tensor, cost: torch.Tensor, target: float) -> tor
 
 
 def warn_unreachable(report: EncodeReport, psnr: float | None, mean_psnr: float | None = None) -> None:
-    """The warning ``ndf.encode`` gives when a target could not be reached."""
-    if mean_psnr is not None and report.unreachable:
-        got = sum(report.psnr[i] for i in report.unreachable) / len(report.unreachable)
+    """The warning ``ndf.encode`` gives when a target could not be reached (``psnr``: each
+    image's target, or the floor under ``mean_psnr``)."""
+    got = sum(report.psnr[i] for i in report.unreachable) / max(1, len(report.unreachable))
+    if mean_psnr is not None and report.unreachable and got < mean_psnr - 1e-6:
         warnings.warn(
             f"{len(report.unreachable)} of {len(report.psnr)} images are in batches whose mean can not reach "
             f"{mean_psnr:.1f} dB with this base: each image at its best level, {got:.2f} dB on average; "

@@ -132,6 +132,16 @@ def _snippets(manifest: dict[str, Any]) -> list[str]:
     return out
 
 
+def _target(build: dict[str, Any]) -> str:
+    """The conversion's PSNR target in words: every image's floor, or each batch's mean (and its floor)."""
+    text = f"{build.get('psnr')} dB"
+    if build.get("mean_psnr"):
+        text += " (the mean of each batch)"
+        if build.get("min_psnr") is not None:
+            text += f", no image below {build['min_psnr']} dB"
+    return text
+
+
 def dataset_card(manifest: dict[str, Any], psnr: dict[str, Sequence[float]]) -> str:
     """The card's text for a manifest and each split's per-image PSNR (deterministic)."""
     build = manifest.get("build", {})
@@ -158,8 +168,7 @@ def dataset_card(manifest: dict[str, Any], psnr: dict[str, Sequence[float]]) -> 
               f"| layout | {manifest.get('layout')} (members {'+'.join(manifest.get('members', []))}, "
               f"compression {manifest.get('compression') or 'none'}) |",
               f"| base | `{manifest.get('base')}` ({'given' if build.get('base') else build.get('base_arch', '?') + ' fitted'}) |",
-              f"| target PSNR | {build.get('psnr')} dB{' (the mean of each batch)' if build.get('mean_psnr') else ''}, "
-              f"at most {build.get('steps')} steps per record "
+              f"| target PSNR | {_target(build)}, at most {build.get('steps')} steps per record "
               f"(early stop {build.get('early_stop')}) |",
               f"| images below target | {stats.get('below_target', 0)} |",
               f"| shard size | {build.get('shard_size')} images |",

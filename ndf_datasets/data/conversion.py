@@ -185,7 +185,8 @@ def _make_settings(base: SharedBase | str | os.PathLike | None, **kw: Any) -> tu
     settings = ConvertSettings(
         **{k: kw[k] for k in ("layout", "steps", "max_images", "mode", "base_arch", "base_max_images")},
         members=tuple(sorted({"ndf", *kw["members"]}, key=_member_order)), compress=bool(kw["compress"]),
-        psnr=None if kw["psnr"] is None else float(kw["psnr"]), mean_psnr=bool(kw["mean_psnr"]), seed=int(kw["seed"]),
+        psnr=None if kw["psnr"] is None else float(kw["psnr"]), mean_psnr=bool(kw["mean_psnr"]),
+        min_psnr=None if kw["min_psnr"] is None else float(kw["min_psnr"]), seed=int(kw["seed"]),
         device=str(kw["device"]),
         batch_size=int(kw["batch_size"]), shard_size=int(kw["shard_size"]),
         splits=tuple(splits) if splits is not None else None, early_stop=bool(kw["early_stop"]),
@@ -238,6 +239,7 @@ def convert(
     compress: bool = True,
     psnr: float | str | None = "auto",
     mean_psnr: bool = False,
+    min_psnr: float | None = None,
     steps: int | None = 20,
     seed: int = 0,
     device: str = "cpu",
@@ -284,6 +286,7 @@ def convert(
         mean_psnr: learned bases: ``psnr`` is the mean PSNR of each ``batch_size`` batch (so of
             each split), reached at the fewest bytes, instead of every image's floor (CIFAR-10,
             zoo base: 6-8% smaller records at the same mean; single images fall below it).
+        min_psnr: with ``mean_psnr``: no image below this PSNR (a floor; it costs bytes).
         batch_size: images per ``encode_batch`` call.
         shard_size: images per shard.
         max_images: keep only the first ``max_images`` images of each split.
@@ -320,7 +323,8 @@ def convert(
         src = src if isinstance(src, Source) else open_source(src, storage_options, kind=kind, mode=mode)
         base, psnr = _auto(src, base, psnr, mode)
     settings, given = _make_settings(
-        base, layout=layout, members=members, compress=compress, psnr=psnr, mean_psnr=mean_psnr, steps=steps, seed=seed,
+        base, layout=layout, members=members, compress=compress, psnr=psnr, mean_psnr=mean_psnr, min_psnr=min_psnr, steps=steps,
+        seed=seed,
         device=device,
         batch_size=batch_size, shard_size=shard_size, max_images=max_images, splits=splits, mode=mode,
         early_stop=early_stop, base_arch=base_arch, base_epochs=base_epochs, base_batch_size=base_batch_size,

@@ -61,6 +61,7 @@ class ConvertSettings:
         mean_psnr: ``psnr`` is the mean of each encode batch (learned bases), met at the fewest
             bytes (single images may fall below; see ``encode_batch(mean_psnr=)``), instead of
             every image's floor.
+        min_psnr: with ``mean_psnr``: no image below this PSNR (a floor under the mean).
         steps: maximum fitting steps per record (``None``: the codec's default).
         seed: fitting seed (the same for every shard).
         device: fitting device (CPU and GPU results differ, so it is part of the job).
@@ -84,6 +85,7 @@ class ConvertSettings:
     compress: bool = True
     psnr: float | None = 30.0
     mean_psnr: bool = False
+    min_psnr: float | None = None
     steps: int | None = 20
     seed: int = 0
     device: str = "cpu"
@@ -111,6 +113,8 @@ class ConvertSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.mean_psnr and self.psnr is None:
             raise ValueError("mean_psnr needs a psnr target")
+        if self.min_psnr is not None and not self.mean_psnr:
+            raise ValueError("min_psnr is a floor under mean_psnr; without it psnr is already every image's floor")
         if not 0 < float(self.base_lmbda) < 1:
             raise ValueError(f"base_lmbda must be in (0, 1), got {self.base_lmbda}")
         for name in ("max_images", "base_max_images", "steps"):

@@ -39,13 +39,16 @@ def _stats(
 
 
 
-def _below(psnrs: Sequence[float], target: float | None, mean: bool = False) -> int:
+def _below(psnrs: Sequence[float], settings: ConvertSettings) -> int:
     """Images whose measured PSNR misses the conversion's target (the base could not reach it);
-    with a mean target, all of them when their mean misses it, else none."""
+    with a mean target, all of them when their mean misses it, else those under the floor."""
+    target, floor = settings.psnr, settings.min_psnr
     if target is None:
         return 0
-    if mean:
-        return len(psnrs) if psnrs and float(np.mean(psnrs)) + 5e-3 < target else 0
+    if settings.mean_psnr:
+        if psnrs and float(np.mean(psnrs)) + 5e-3 < target:
+            return len(psnrs)
+        target = floor if floor is not None else -np.inf
     return int(sum(1 for p in psnrs if p + 5e-3 < target))
 
 
@@ -91,7 +94,7 @@ def _manifest(
             "label_counts": [labels.count(k) for k in range(len(source.classes))],
             "unlabeled": labels.count(None),
             "psnr": _summary(psnr),
-            "below_target": _below(psnr, settings.psnr, settings.mean_psnr),
+            "below_target": _below(psnr, settings),
             "bytes": {**_summary(nbytes), "total": int(sum(nbytes))},
             "shard_stats": entries,
         }
@@ -122,7 +125,7 @@ def _manifest(
         "stats": {
             "images": len(all_bytes),
             "psnr": _summary(all_psnr),
-            "below_target": _below(all_psnr, settings.psnr, settings.mean_psnr),
+            "below_target": _below(all_psnr, settings),
             "bytes": {**_summary(all_bytes), "total": int(sum(all_bytes))},
             "bpp": round(8.0 * float(np.mean(all_bytes)) / pixels, 4) if all_bytes and pixels else 0.0,
         },

@@ -226,6 +226,7 @@ def _unit_files(
                 images[c : c + settings.batch_size],
                 psnr=None if settings.mean_psnr else settings.psnr,
                 mean_psnr=settings.psnr if settings.mean_psnr else None,
+                min_psnr=settings.min_psnr,
                 base=base,
                 labels=labels[c : c + settings.batch_size],
                 steps=settings.steps,

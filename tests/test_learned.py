@@ -512,7 +512,7 @@ def test_mean_psnr_reaches_the_batch_mean_at_fewer_bytes(hyper_base):
     assert np.corrcoef(est.numpy(), [len(p) for p in payloads])[0, 1] > 0.9
     with pytest.warns(UserWarning, match="mean can not reach 90.0 dB"):
         _, rep = ndf.encode_batch(list(x), mean_psnr=90.0, base=hyper_base, return_report=True)
-    assert rep.unreachable == list(range(24))
+    assert rep.mean_unreachable == list(range(24)) and rep.unreachable == []
     # a floor under the mean: no image below it, the mean still reached, at a cost in bytes
     best = encode_learned(hyper_base, x, level=hyper_base.arch.levels - 1)[1].psnr
     floor = min(min(best) - 0.01, float(np.median(decoded)))  # every image can reach it; it binds
@@ -524,6 +524,13 @@ def test_mean_psnr_reaches_the_batch_mean_at_fewer_bytes(hyper_base):
     assert sum(map(len, floored)) >= sum(map(len, recs))
     with pytest.raises(ValueError, match="floor under mean_psnr"):
         ndf.encode_batch(list(x), min_psnr=floor, base=hyper_base)
+    # a floor some image can not reach is that image's warning, not the mean's
+    hard = int(np.argmin(best))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, hrep = ndf.encode_batch(list(x), mean_psnr=target, min_psnr=best[hard] + 0.5, base=hyper_base, return_report=True)
+    assert hard in hrep.unreachable and not hrep.mean_unreachable
+    assert [str(w.message) for w in caught if "can not reach" in str(w.message)][0].startswith(f"{len(hrep.unreachable)} of 24 images can not reach")
     for bad in ({"level": 3, "mean_psnr": 30.0}, {"level": 3, "psnr": 30.0}, {}):
         with pytest.raises(ValueError, match="give level="):
             encode_learned(hyper_base, x, **bad)

@@ -232,7 +232,9 @@ def _encode_with_learned(
         for j, i in enumerate(idx):
             report.levels[i], report.psnr[i], report.nbytes[i] = rep.levels[j], rep.psnr[j], rep.nbytes[j]
         report.unreachable += [idx[j] for j in rep.unreachable]
+        report.mean_unreachable += [idx[j] for j in rep.mean_unreachable]
     report.unreachable.sort()
+    report.mean_unreachable.sort()
     warn_unreachable(report, psnr, mean_psnr)  # psnr: each image's target, or the floor under the mean
     return (out, report) if return_report else out
 

@@ -40,13 +40,15 @@ class EncodeReport:
     levels: list[int] = field(default_factory=list)
     psnr: list[float] = field(default_factory=list)
     nbytes: list[int] = field(default_factory=list)
-    unreachable: list[int] = field(default_factory=list)  # indices whose target was not reached
+    unreachable: list[int] = field(default_factory=list)  # indices whose target (or floor) was not reached
+    mean_unreachable: list[int] = field(default_factory=list)  # indices in batches whose mean target was not reached
 
     def extend(self, other: "EncodeReport", offset: int) -> None:
         self.levels += other.levels
         self.psnr += other.psnr
         self.nbytes += other.nbytes
         self.unreachable += [offset + i for i in other.unreachable]
+        self.mean_unreachable += [offset + i for i in other.mean_unreachable]
 
 
 def psnr_8bit(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -126,7 +128,7 @@ def encode_learned(
     if psnr is not None:  # a target, or the floor under a mean
         report.unreachable = [i for i, v in enumerate(measured) if v < psnr - 1e-6]
     if mean_psnr is not None and sum(measured) / B < mean_psnr - 1e-6:
-        report.unreachable = list(range(B))  # the batch's mean is short: every image is at its best PSNR
+        report.mean_unreachable = list(range(B))  # the batch's mean is short: every image is at its best PSNR
     return records, report
 
 
@@ -209,15 +211,14 @@ def choose_on_hull(gain: torch.Tensor, cost: torch.Tensor, target: float) -> tor
 def warn_unreachable(report: EncodeReport, psnr: float | None, mean_psnr: float | None = None) -> None:
     """The warning ``ndf.encode`` gives when a target could not be reached (``psnr``: each
     image's target, or the floor under ``mean_psnr``)."""
-    got = sum(report.psnr[i] for i in report.unreachable) / max(1, len(report.unreachable))
-    if mean_psnr is not None and report.unreachable and got < mean_psnr - 1e-6:
+    if mean_psnr is not None and report.mean_unreachable:
+        got = sum(report.psnr[i] for i in report.mean_unreachable) / len(report.mean_unreachable)
         warnings.warn(
-            f"{len(report.unreachable)} of {len(report.psnr)} images are in batches whose mean can not reach "
+            f"{len(report.mean_unreachable)} of {len(report.psnr)} images are in batches whose mean can not reach "
             f"{mean_psnr:.1f} dB with this base: each image at its best level, {got:.2f} dB on average; "
             "use a base trained for higher rates",
             stacklevel=4,
         )
-        return
     if psnr is None or not report.unreachable:
         return
     best = max(report.psnr[i] for i in report.unreachable)

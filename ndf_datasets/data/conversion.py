@@ -187,8 +187,7 @@ def _make_settings(base: SharedBase | str | os.PathLike | None, **kw: Any) -> tu
         members=tuple(sorted({"ndf", *kw["members"]}, key=_member_order)), compress=bool(kw["compress"]),
         psnr=None if kw["psnr"] is None else float(kw["psnr"]), mean_psnr=bool(kw["mean_psnr"]),
         min_psnr=None if kw["min_psnr"] is None else float(kw["min_psnr"]), seed=int(kw["seed"]),
-        device=str(kw["device"]),
-        batch_size=int(kw["batch_size"]), shard_size=int(kw["shard_size"]),
+        device=str(kw["device"]), batch_size=int(kw["batch_size"]), shard_size=int(kw["shard_size"]),
         splits=tuple(splits) if splits is not None else None, early_stop=bool(kw["early_stop"]),
         base=given.hash.hex() if given is not None else None, base_epochs=int(kw["base_epochs"]),
         base_batch_size=int(kw["base_batch_size"]), base_lmbda=float(kw["base_lmbda"]),
@@ -323,10 +322,8 @@ def convert(
         src = src if isinstance(src, Source) else open_source(src, storage_options, kind=kind, mode=mode)
         base, psnr = _auto(src, base, psnr, mode)
     settings, given = _make_settings(
-        base, layout=layout, members=members, compress=compress, psnr=psnr, mean_psnr=mean_psnr, min_psnr=min_psnr, steps=steps,
-        seed=seed,
-        device=device,
-        batch_size=batch_size, shard_size=shard_size, max_images=max_images, splits=splits, mode=mode,
+        base, layout=layout, members=members, compress=compress, psnr=psnr, mean_psnr=mean_psnr, min_psnr=min_psnr,
+        steps=steps, seed=seed, device=device, batch_size=batch_size, shard_size=shard_size, max_images=max_images, splits=splits, mode=mode,
         early_stop=early_stop, base_arch=base_arch, base_epochs=base_epochs, base_batch_size=base_batch_size,
         base_max_images=base_max_images, base_lmbda=base_lmbda,
     )  # fmt: skip

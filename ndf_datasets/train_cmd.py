@@ -89,6 +89,7 @@ def cmd_train_base(args: argparse.Namespace) -> int:
             lmbda=tuple(args.lmbda), seed=args.seed, flips=args.arch == "hyper-field" and not args.no_flips,
             rate=args.rate,
             distortion=args.distortion,
+            soft_round=args.soft_round,
         )
         print(f"training {args.arch} on {images.shape[0]} images of {tuple(images.shape[1:])} for {args.steps} steps "
               f"(checkpoints in {ckpt}, {torch.get_num_threads()} threads)")
@@ -125,6 +126,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(what the coder pays; a fine-tuning stage with --init: analysis and steps frozen)")  # fmt: skip
     t.add_argument("--distortion", choices=["mse", "psnr"], default="mse",
                    help="hyper-field distortion term: MSE (default) or log-MSE at the level's scale, i.e. mean PSNR")  # fmt: skip
+    t.add_argument("--soft-round", type=float, default=0.0,
+                   help="hyper-field: soft-round the synthesis input, sharpness annealed from this to 64 (0: off)")  # fmt: skip
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--split", default="train", help="the split to train on (default train)")
     t.add_argument("--crop", type=int, default=None, help="train on random N x N crops (images of any size)")

@@ -562,3 +562,35 @@ def test_ray_encoder_takes_a_mean_target(hyper_base):
     assert out["nbytes"].sum() <= sum(levels.nbytes)  # no more than one fixed level with that mean
     with pytest.raises(ValueError, match="learned base"):
         NDFEncoder(hyper_base, psnr=None, mean_psnr=True)
+
+
+def test_soft_rounding_anneals_to_hard_rounding_and_trains(tmp_path):
+    import ndf_datasets.codec.training as training
+    from ndf_datasets.codec.fields.hyper_net import HyperConfig, HyperNet, soft_round
+
+    s = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    near = (s - s.round()).abs() < 0.45
+    torch.testing.assert_close(soft_round(s, 64.0)[near], s.round()[near], atol=2e-3, rtol=0)
+    torch.testing.assert_close(soft_round(s, 1e-3), s, atol=1e-3, rtol=0)
+    assert bool((soft_round(s, 4.0).diff() >= 0).all())  # monotone: an order-preserving rounding
+    settings = TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=10, batch_size=8, warmup=2, soft_round=2.0)
+    assert training._sharpness(settings, 0) == 2.0 and abs(training._sharpness(settings, 10) - 64.0) < 1e-9
+    assert training._sharpness(TrainSettings(), 5) == 0.0
+    with pytest.raises(ValueError, match="soft_round"):
+        TrainSettings(soft_round=-1.0)
+
+    # the synthesis input is soft, the rate and the decoded contexts are not
+    torch.manual_seed(4)
+    net = HyperNet(HyperConfig.from_values(HYPER_CFG)).eval()
+    x = _images(4, 16, 16, seed=96).float() / 255
+    t = torch.full((4,), 2.0)
+    torch.manual_seed(5)
+    hard_img, hard_bits, _ = net(x, t)
+    torch.manual_seed(5)
+    soft_img, soft_bits, _ = net(x, t, soft=1.0)
+    torch.testing.assert_close(soft_bits, hard_bits)
+    assert not torch.allclose(soft_img, hard_img)
+    imgs = _images(32, 16, 16, seed=97)
+    plain = train_base(imgs, TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=6, batch_size=8, warmup=2), progress=False)
+    soft = train_base(imgs, TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=6, batch_size=8, warmup=2, soft_round=2.0), progress=False)
+    assert soft.hash != plain.hash and soft.metadata["settings"]["soft_round"] == 2.0

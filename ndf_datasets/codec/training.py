@@ -64,6 +64,9 @@ class TrainSettings:
             ``"psnr"`` weighs its log instead, scaled by the level's typical MSE so the levels
             keep their rates: the loss then follows the benchmark's metric, mean PSNR at mean
             bytes, which rewards a bit spent on an easy image more than one on a hard image.
+        soft_round: ``hyper-field``: 0 (default) feeds the synthesis straight-through rounded
+            latents; ``a > 0`` soft-rounds them instead, the sharpness annealed geometrically
+            from ``a`` to 64 (practically hard rounding, as the decoder has) over the run.
     """
 
     arch: str = "hyper-field"
@@ -77,6 +80,7 @@ class TrainSettings:
     warmup: int = 500
     rate: str = "noise"
     distortion: str = "mse"
+    soft_round: float = 0.0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -87,6 +91,8 @@ class TrainSettings:
             raise ValueError("steps, batch_size and lr must be positive")
         if self.rate not in ("noise", "round"):
             raise ValueError(f"rate must be 'noise' or 'round', not {self.rate!r}")
+        if not 0 <= self.soft_round <= 64:
+            raise ValueError(f"soft_round must be 0 (off) or a sharpness up to 64, not {self.soft_round}")
         if self.distortion not in ("mse", "psnr"):
             raise ValueError(f"distortion must be 'mse' or 'psnr', not {self.distortion!r}")
 
@@ -137,7 +143,13 @@ def batch_at(images: torch.Tensor, step: int, settings: TrainSettings) -> torch.
     return x
 
 
-def _loss(run: _Run, x8: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, float, float]:
+def _sharpness(settings: TrainSettings, step: int) -> float:
+    """The soft-rounding sharpness at ``step`` (0: off)."""
+    a = settings.soft_round
+    return a * (64.0 / a) ** (step / settings.steps) if a > 0 else 0.0
+
+
+def _loss(run: _Run, x8: torch.Tensor, device: torch.device, soft: float = 0.0) -> tuple[torch.Tensor, float, float]:
     """One step's loss, bits per pixel and PSNR (consumes torch's global RNG in a fixed order)."""
     net, s = run.net, run.settings
     if s.arch == "hyper-field":
@@ -148,7 +160,7 @@ def _loss(run: _Run, x8: torch.Tensor, device: torch.device) -> tuple[torch.Tens
         f = t - lo.float()
         lam = torch.tensor(run.anchors, dtype=torch.float32).log()
         lmb = (lam[lo] * (1 - f) + lam[lo + 1] * f).exp().to(device)
-        x_hat, bits, _ = net(x, t.to(device), rate=s.rate)
+        x_hat, bits, _ = net(x, t.to(device), rate=s.rate, soft=soft)
         mse = ((x_hat - x) ** 2).flatten(1).mean(1)
         bpp = bits / (x.shape[-1] * x.shape[-2])
         dist = mse if s.distortion == "mse" else _typical_mse(mse, t / (cfg.A - 1)) * mse.clamp(min=1e-10).log()
@@ -295,7 +307,7 @@ def train_base(
             lr = settings.lr * min(1.0, (step + 1) / settings.warmup) * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / settings.steps)))
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss, bpp, psnr = _loss(run, batch_at(images, step, settings), device)
+            loss, bpp, psnr = _loss(run, batch_at(images, step, settings), device, _sharpness(settings, step))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(run.net.parameters(), 1.0)

@@ -116,6 +116,13 @@ class CrossConv(ExactConv):
         return F.conv2d(x, self.masked_weight(), self.bias, padding=1)
 
 
+def soft_round(s: torch.Tensor, alpha: float) -> torch.Tensor:
+    """A differentiable rounding of sharpness ``alpha`` (Agustsson & Theis 2020): the identity as
+    ``alpha -> 0``, ``round`` as ``alpha -> inf``; equal to both at integers and half-integers."""
+    m = torch.floor(s) + 0.5
+    return m + torch.tanh(alpha * (s - m)) / (2 * math.tanh(alpha / 2))
+
+
 def gauss_bits(s: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
     """``-log2`` of the probability of the unit bin around ``s`` under ``N(0, sig)`` (differentiable)."""
     s = s.abs()
@@ -257,7 +264,9 @@ class HyperNet(nn.Module):
         return self.colour(f if size is None else resample(f, size))
 
     # ------------------------------------------------------------------ training
-    def forward(self, x: torch.Tensor, t: torch.Tensor, rate: str = "noise") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, rate: str = "noise", soft: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x``: ``B x C x H x W`` in [0, 1]; ``t``: ``B`` continuous levels. Returns
         ``(x_hat, bits, bits_z)``: the synthesis of straight-through rounded latents and a rate.
 
@@ -268,6 +277,10 @@ class HyperNet(nn.Module):
         it trains the predicted scales and the synthesis, not the analysis, the means or the
         steps (a straight-through rate there was measured to make the curve worse), so it is a
         fine-tuning stage with those frozen (see ``TrainSettings.rate``).
+
+        ``soft > 0``: the synthesis sees soft-rounded latents of that sharpness instead of
+        straight-through rounded ones (the entropy contexts stay hard: they are what the decoder
+        computes); see ``TrainSettings.soft_round``.
         """
         if rate not in ("noise", "round"):
             raise ValueError(f"rate must be 'noise' or 'round', not {rate!r}")
@@ -303,5 +316,7 @@ class HyperNet(nn.Module):
             sig = (log_sigma.exp() / dk).clamp(min=SCALE_MIN)
             bits = bits + gauss_bits(rate_input(s), sig).flatten(1).sum(1)
             decoded.append(yh)
+            if soft > 0:  # the value mu + dk * soft_round(s); gradients through the soft rounding
+                yh = yh + dk * (soft_round(s, soft) - s - (torch.round(s) - s).detach())
             synth_in.append(yh + self.residual(k, hyp, decoded, dk) if cfg.lrp else yh)
         return self.synth(torch.cat(synth_in, 1)), bits, bits_z

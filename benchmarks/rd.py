@@ -142,82 +142,63 @@ def kodak32() -> torch.Tensor:
     return torch.from_numpy(np.stack(tiles).transpose(0, 3, 1, 2).copy())
 
 
+def _learned_row(images: torch.Tensor, base, setting: str, dataset_size: int, **encode: object) -> dict:
+    """Encode ``images`` (uint8) as compact records of a learned base with ``encode_batch(**encode)``,
+    decode them and measure one row (PSNR on the 8-bit decoded pixels, like the classic codecs;
+    an image decoded exactly counts as 100 dB, as in ``ndf convert``'s statistics)."""
+    x = images.float() / 255
+    ref = images.permute(0, 2, 3, 1).numpy()
+    t0 = time.perf_counter()
+    recs = ndf.encode_batch(list(x), base=base, **encode)
+    enc_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dec = ndf.decode_batch(recs, base=base)
+    dec_s = time.perf_counter() - t0
+    got = (dec * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    mean_bytes = float(np.mean([len(r) for r in recs]))
+    base_bytes = len(base.to_bytes())
+    row = {
+        "codec": "NDF",
+        "setting": setting,
+        "bytes": mean_bytes,
+        "bpp": 8 * mean_bytes / (images.shape[2] * images.shape[3]),
+        "psnr": float(np.mean([min(100.0, _psnr_u8(a, b)) for a, b in zip(got, ref)])),
+        "exact_images": int(sum(np.array_equal(a, b) for a, b in zip(got, ref))),
+        "base_bytes": base_bytes,
+        "base_bytes_per_image": base_bytes / dataset_size,
+        "fit_img_per_s": len(recs) / enc_s,
+        "decode_img_per_s": len(recs) / dec_s,
+        "macs_per_pixel": base.arch.macs_per_pixel(),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def learned_points(
     images: torch.Tensor, bases: list[Path], levels: list[int], refine_steps: int, dataset_size: int
 ) -> list[dict]:
     """One row per (learned base, rate level): compact records at a fixed level, decoded, measured
-    (PSNR on the 8-bit decoded pixels, like the classic codecs; an image decoded exactly counts
-    as 100 dB, as in ``ndf convert``'s statistics, and ``exact_images`` counts them)."""
+    (``exact_images`` counts the images decoded exactly)."""
     rows = []
-    x = images.float() / 255
-    pixels = images.shape[2] * images.shape[3]
-    ref = images.permute(0, 2, 3, 1).numpy()
     for path in bases:
         base = ndf.load_base(str(path))
         top = base.arch.levels - 1
         for level in sorted({min(top, lv) for lv in levels}):
-            t0 = time.perf_counter()
-            recs = ndf.encode_batch(list(x), base=base, level=level, refine_steps=refine_steps, batch_size=500)
-            enc_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            dec = ndf.decode_batch(recs, base=base)
-            dec_s = time.perf_counter() - t0
-            got = (dec * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-            mean_bytes = float(np.mean([len(r) for r in recs]))
-            base_bytes = len(base.to_bytes())
-            rows.append(
-                {
-                    "codec": "NDF",
-                    "setting": f"{Path(str(path)).stem} level {level}",
-                    "bytes": mean_bytes,
-                    "bpp": 8 * mean_bytes / pixels,
-                    "psnr": float(np.mean([min(100.0, _psnr_u8(a, b)) for a, b in zip(got, ref)])),
-                    "exact_images": int(sum(np.array_equal(a, b) for a, b in zip(got, ref))),
-                    "base_bytes": base_bytes,
-                    "base_bytes_per_image": base_bytes / dataset_size,
-                    "fit_img_per_s": len(recs) / enc_s,
-                    "decode_img_per_s": len(recs) / dec_s,
-                    "macs_per_pixel": base.arch.macs_per_pixel(),
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
+            setting = f"{Path(str(path)).stem} level {level}"
+            rows.append(_learned_row(images, base, setting, dataset_size, level=level, refine_steps=refine_steps, batch_size=500))
     return rows
 
 
-def mean_psnr_points(images: torch.Tensor, bases: list[Path], targets: list[float], batch: int) -> list[dict]:
+def mean_psnr_points(images: torch.Tensor, bases: list[Path], targets: list[float], batch: int, dataset_size: int) -> list[dict]:
     """One row per (learned base, mean-PSNR target): ``encode_batch(mean_psnr=)`` over batches of
     ``batch`` images (the bytes go where they buy the most decibels), decoded, measured."""
     rows = []
-    x = images.float() / 255
-    pixels = images.shape[2] * images.shape[3]
-    ref = images.permute(0, 2, 3, 1).numpy()
     for path in bases:
         base = ndf.load_base(str(path))
+        stem = Path(str(path)).stem
         for target in targets:
-            t0 = time.perf_counter()
-            recs = ndf.encode_batch(list(x), base=base, mean_psnr=target, batch_size=batch)
-            enc_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            dec = ndf.decode_batch(recs, base=base)
-            dec_s = time.perf_counter() - t0
-            got = (dec * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-            mean_bytes = float(np.mean([len(r) for r in recs]))
-            rows.append(
-                {
-                    "codec": "NDF",
-                    "curve": f"NDF {Path(str(path)).stem} mean-PSNR",
-                    "setting": f"{Path(str(path)).stem} mean {target:g}",
-                    "bytes": mean_bytes,
-                    "bpp": 8 * mean_bytes / pixels,
-                    "psnr": float(np.mean([min(100.0, _psnr_u8(a, b)) for a, b in zip(got, ref)])),
-                    "base_bytes": len(base.to_bytes()),
-                    "base_bytes_per_image": len(base.to_bytes()) / 60000,
-                    "fit_img_per_s": len(recs) / enc_s,
-                    "decode_img_per_s": len(recs) / dec_s,
-                    "macs_per_pixel": base.arch.macs_per_pixel(),
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
+            row = _learned_row(images, base, f"{stem} mean {target:g}", dataset_size, mean_psnr=target, batch_size=batch)
+            rows.append({**row, "curve": f"NDF {stem} mean-PSNR"})
     return rows
 
 
@@ -400,7 +381,7 @@ def main() -> None:
     rows = classic_points(x.permute(0, 2, 3, 1).numpy())
     rows += ndf_points(x, args.bases, args.steps, args.psnr, size, args.lmbda_scales)
     rows += learned_points(x, args.learned, args.levels, args.refine_steps, size)
-    rows += mean_psnr_points(x, args.learned, args.mean_psnr, args.mean_batch)
+    rows += mean_psnr_points(x, args.learned, args.mean_psnr, args.mean_batch, size)
     if args.allocate_classic and x.shape[1] == 3:
         rows += allocated_classic_points(x.permute(0, 2, 3, 1).numpy(), args.mean_psnr or [30, 32, 34, 36, 38, 40])
     anchors = ANCHORS if args.dataset == "cifar" else None

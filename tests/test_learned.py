@@ -364,6 +364,46 @@ def test_round_rate_is_the_rounded_code_length_and_keeps_the_analysis_fixed(tmp_
         train_base(imgs, other, init_checkpoint=ckpt, progress=False)
 
 
+def test_synthesis_width_is_a_config_value_and_widening_keeps_the_decoder(tmp_path):
+    from ndf_datasets.codec.fields.hyper import HyperField
+    from ndf_datasets.codec.fields.hyper_net import HyperConfig, HyperNet
+    from ndf_datasets.codec.training import _init_weights
+
+    wide = HYPER_CFG + (0, 24)  # cb 0, Ns 24: the 17th value makes the 16th explicit
+    assert HyperConfig.from_values(wide).values() == wide and HyperConfig.from_values(wide).synth_width == 24
+    assert HyperConfig.from_values(HYPER_CFG).synth_width == HYPER_CFG[0]
+    with pytest.raises(ValueError, match="Ns"):
+        HyperConfig.from_values(HYPER_CFG + (0, 300))
+    narrow_macs = HyperField(HYPER_CFG, 16, 16, 3).macs_per_pixel()
+    assert HyperField(wide, 16, 16, 3).macs_per_pixel() > narrow_macs  # the synthesis costs more
+    assert HyperField(HYPER_CFG[:12] + (0,) + HYPER_CFG[13:], 16, 16, 3).macs_per_pixel() < narrow_macs  # no lrp: less
+
+    imgs = _images(32, 16, 16, seed=90)
+    train_base(imgs, TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=8, batch_size=8, warmup=2), checkpoint_dir=tmp_path / "a", progress=False)
+    ckpt = tmp_path / "a" / "ckpt.pt"
+    torch.manual_seed(4)
+    narrow, widened = HyperNet(HyperConfig.from_values(HYPER_CFG)).eval(), HyperNet(HyperConfig.from_values(wide)).eval()
+    _init_weights(narrow, ckpt)
+    _init_weights(widened, ckpt)
+    assert widened.gs1.weight.shape[1] == 24 and widened.gs2.weight[16:].abs().sum() == 0
+    x, t = _images(4, 16, 16, seed=91).float() / 255, torch.full((4,), 1.0)
+    with torch.no_grad():
+        torch.manual_seed(5)
+        a = narrow(x, t)
+        torch.manual_seed(5)
+        b = widened(x, t)
+    for u, v in zip(a, b):  # the widened network starts as the same decoder, bit for bit
+        assert torch.equal(u, v)
+
+    no_lrp = HYPER_CFG[:12] + (0,) + HYPER_CFG[13:] + (0, 24)
+    base = train_base(imgs, TrainSettings(arch="hyper-field", config=no_lrp, steps=8, batch_size=8, warmup=2), init_checkpoint=ckpt, progress=False)
+    base = ndf.load_base(base.to_bytes())
+    assert base.arch.config == no_lrp and not any(k.startswith("lrp") for k in base.weights)
+    recs, rep = encode_learned(base, x, level=4, refine_steps=0)
+    out = render_fields(read_fields(recs, base))
+    assert out.shape == x.shape and len(rep.psnr) == 4 and np.isfinite(rep.psnr).all()
+
+
 def test_record_label_checks_without_decoding(hyper_base, tmp_path):
     from ndf_datasets.integrations.webdataset import write_shards
 

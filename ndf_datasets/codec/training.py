@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -187,15 +187,46 @@ def _typical_mse(mse: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def _init_weights(net: torch.nn.Module, path: Path) -> None:
-    """Load another run's weights; modules this network adds (the checkerboard context ``cb.*``,
-    zero-initialised) may be missing from it, nothing else."""
+    """Load another run's weights. Modules this network adds (the checkerboard context ``cb.*``,
+    zero-initialised) may be missing from it; residual predictors (``lrp*``) it holds are dropped
+    when this network has none; a narrower synthesis is widened (:func:`_widen_synthesis`), so the
+    new run starts from the same decoder. Nothing else may differ."""
+    state = dict(_load(path)["model"])
+    own = net.state_dict()
+    if "gs1.weight" in state and "gs1.weight" in own and state["gs1.weight"].shape[1] < own["gs1.weight"].shape[1]:
+        state = _widen_synthesis(state, own)
+    dropped = [k for k in state if k.startswith("lrp") and k not in own]
+    for k in dropped:
+        del state[k]
     try:
-        missing, unexpected = net.load_state_dict(_load(path)["model"], strict=False)
+        missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # tensor shapes of another config
         raise ValueError(f"{path} does not fit this network (another config?): {str(exc).splitlines()[-1].strip()}") from None
     bad = [k for k in missing if not k.startswith("cb.")] + list(unexpected)
     if bad:
         raise ValueError(f"{path} does not fit this network: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+
+
+def _widen_synthesis(state: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with its synthesis (``gs1``, ``igdn``, ``gs2``) widened to ``own``'s width, so
+    that it computes the same function: the new channels take ``own``'s fresh input weights
+    (scaled down), unit ``beta`` and only their own ``gamma`` terms, and zero output weights (the
+    old channels' normalisation does not see them). Training then grows them (Net2Net-style)."""
+    state = dict(state)
+    old, new = state["gs1.weight"].shape[1], own["gs1.weight"].shape[1]
+    w1 = 0.1 * own["gs1.weight"].clone()
+    w1[:, :old] = state["gs1.weight"]
+    b1 = torch.zeros(new, dtype=w1.dtype)
+    b1[:old] = state["gs1.bias"]
+    beta = torch.ones(new, dtype=w1.dtype)
+    beta[:old] = state["igdn.beta"]
+    gamma = 0.1 * torch.eye(new, dtype=w1.dtype)
+    gamma[:old, :old] = state["igdn.gamma"]
+    gamma[:old, old:] = 0
+    w2 = torch.zeros_like(own["gs2.weight"])
+    w2[:old] = state["gs2.weight"]
+    state.update({"gs1.weight": w1, "gs1.bias": b1, "igdn.beta": beta, "igdn.gamma": gamma, "gs2.weight": w2})
+    return state
 
 
 def _save(path: Path, run: _Run, opt: torch.optim.Optimizer, step: int, meta: dict[str, Any]) -> None:

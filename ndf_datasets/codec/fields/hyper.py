@@ -158,8 +158,9 @@ class HyperField(FieldArch):
                 macs += n4 * ((c.Hf + (k + 1) * ms) * c.Hl + c.Hl * ms)
             if c.cb:  # the anchors' context: 4 taps at the other half of the positions
                 macs += (n4 - (n4 + 1) // 2) * ms * c.Hc * 4
-        macs += n4 * c.M * c.N * c.kg * c.kg + 4 * n4 * c.N * c.N  # gs1 + inverse GDN
-        macs += 4 * n4 * c.N * (c.F if c.head else C) * 16  # gs2
+        ns = c.synth_width
+        macs += n4 * c.M * ns * c.kg * c.kg + 4 * n4 * ns * ns  # gs1 + inverse GDN
+        macs += 4 * n4 * ns * (c.F if c.head else C) * 16  # gs2
         if c.head:
             macs += 16 * n4 * (c.F * c.Hh + c.Hh * C)
         return int(round(macs / (self.padded[0] * self.padded[1])))
@@ -167,7 +168,7 @@ class HyperField(FieldArch):
     def peak_values(self, height: int, width: int) -> int:
         ph, pw = self.padded
         c = self.cfg
-        return max(c.N * ph * pw // 4, c.F * ph * pw, max(c.F, c.Hh) * height * width, c.M * ph * pw // 16 * 4)
+        return max(max(c.N, c.synth_width) * ph * pw // 4, c.F * ph * pw, max(c.F, c.Hh) * height * width, c.M * ph * pw // 16 * 4)
 
     # ------------------------------------------------------------------ coding
     def code(

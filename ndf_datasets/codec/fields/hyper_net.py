@@ -46,18 +46,24 @@ class HyperConfig:
     head: int = 1  # 1: per-pixel MLP head (continuous field); 0: the synthesis outputs colours
     kg: int = 4  # kernel of the first synthesis layer (4 or 5)
     cb: int = 0  # checkerboard spatial context inside each slice (0 or 1; written only when 1)
+    Ns: int = 0  # synthesis width (gs1, inverse GDN, gs2); 0: the transform width N (written only when set)
 
     def values(self) -> tuple[int, ...]:
-        """The stored config: 15 values, plus ``cb`` when it is 1 (so bases without the
-        checkerboard context keep the bytes they always had)."""
+        """The stored config: 15 values, then ``cb`` when it is 1 or ``Ns`` is set, then ``Ns``
+        when it is set (so bases without either keep the bytes they always had)."""
         vals = tuple(getattr(self, f.name) for f in fields(self))
-        return vals if self.cb else vals[:-1]
+        return vals if self.Ns else vals[:-1] if self.cb else vals[:-2]
+
+    @property
+    def synth_width(self) -> int:
+        """The width of the synthesis transform: ``Ns``, or ``N`` when ``Ns`` is 0."""
+        return self.Ns or self.N
 
     @classmethod
     def from_values(cls, values: tuple[int, ...]) -> "HyperConfig":
         names = [f.name for f in fields(cls)]
-        if len(values) not in (len(names) - 1, len(names)):
-            raise ValueError(f"hyper-field needs {len(names) - 1} or {len(names)} config values ({', '.join(names)}), got {len(values)}")
+        if len(values) not in (len(names) - 2, len(names) - 1, len(names)):
+            raise ValueError(f"hyper-field needs {len(names) - 2} to {len(names)} config values ({', '.join(names)}), got {len(values)}")
         cfg = cls(*values)
         checks = (
             (1 <= cfg.N <= 256, "N must be 1..256"),
@@ -72,6 +78,7 @@ class HyperConfig:
             (cfg.lrp in (0, 1) and cfg.head in (0, 1), "lrp and head are 0 or 1"),
             (cfg.kg in (4, 5), "kg must be 4 or 5"),
             (cfg.cb in (0, 1), "cb must be 0 or 1"),
+            (0 <= cfg.Ns <= 256, "Ns must be 0..256 (0: the transform width N)"),
         )
         for ok, why in checks:
             if not ok:
@@ -168,9 +175,10 @@ class HyperNet(nn.Module):
         if cfg.lrp:
             self.lrp1 = nn.ModuleList([nn.Conv2d(Hf + (k + 1) * ms, cfg.Hl, 1) for k in range(S)])
             self.lrp2 = nn.ModuleList([nn.Conv2d(cfg.Hl, ms, 1) for _ in range(S)])
-        self.gs1 = nn.ConvTranspose2d(M, N, cfg.kg, 2, (cfg.kg - 1) // 2, output_padding=1 if cfg.kg == 5 else 0)
-        self.igdn = GDN(N, inverse=True)
-        self.gs2 = nn.ConvTranspose2d(N, cfg.F if cfg.head else C, 4, 2, 1)
+        Ns = cfg.synth_width
+        self.gs1 = nn.ConvTranspose2d(M, Ns, cfg.kg, 2, (cfg.kg - 1) // 2, output_padding=1 if cfg.kg == 5 else 0)
+        self.igdn = GDN(Ns, inverse=True)
+        self.gs2 = nn.ConvTranspose2d(Ns, cfg.F if cfg.head else C, 4, 2, 1)
         if cfg.head:
             self.head1 = nn.Conv2d(cfg.F, cfg.Hh, 1)
             self.head2 = nn.Conv2d(cfg.Hh, C, 1)

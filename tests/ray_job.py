@@ -24,8 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import ndf_datasets as ndf  # noqa: E402
 from ndf_datasets.integrations.ray import NDFEncoder, NDFShardEncoder, convert_ray, init_local  # noqa: E402
+
+import ndf_datasets as ndf  # noqa: E402
 
 #: the conversion settings of every Ray test (tests/test_ray.py makes its single-process reference with them)
 KW = dict(shard_size=4, batch_size=4, steps=20, base=None, base_epochs=1, psnr=24.0, progress=False)

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -189,13 +189,11 @@ def _typical_mse(mse: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 def _init_weights(net: torch.nn.Module, path: Path) -> None:
     """Load another run's weights. Modules this network adds (the checkerboard context ``cb.*``,
     zero-initialised) may be missing from it; residual predictors (``lrp*``) it holds are dropped
-    when this network has none; a narrower synthesis is widened (:func:`_widen_synthesis`), so the
-    new run starts from the same decoder. Nothing else may differ."""
-    state = dict(_load(path)["model"])
-    own = net.state_dict()
-    if "gs1.weight" in state and "gs1.weight" in own and state["gs1.weight"].shape[1] < own["gs1.weight"].shape[1]:
-        state = _widen_synthesis(state, own)
-    dropped = [k for k in state if k.startswith("lrp") and k not in own]
+    when this network has none; layers this network has wider (hidden widths such as the
+    synthesis ``Ns`` or the entropy networks' ``Hc``) are widened by :func:`_widen`, so the new
+    run starts from the same network. Nothing else may differ."""
+    state = _widen(net, dict(_load(path)["model"]), path)
+    dropped = [k for k in state if k.startswith("lrp") and k not in net.state_dict()]
     for k in dropped:
         del state[k]
     try:
@@ -207,26 +205,37 @@ def _init_weights(net: torch.nn.Module, path: Path) -> None:
         raise ValueError(f"{path} does not fit this network: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
 
 
-def _widen_synthesis(state: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` with its synthesis (``gs1``, ``igdn``, ``gs2``) widened to ``own``'s width, so
-    that it computes the same function: the new channels take ``own``'s fresh input weights
-    (scaled down), unit ``beta`` and only their own ``gamma`` terms, and zero output weights (the
-    old channels' normalisation does not see them). Training then grows them (Net2Net-style)."""
-    state = dict(state)
-    old, new = state["gs1.weight"].shape[1], own["gs1.weight"].shape[1]
-    w1 = 0.1 * own["gs1.weight"].clone()
-    w1[:, :old] = state["gs1.weight"]
-    b1 = torch.zeros(new, dtype=w1.dtype)
-    b1[:old] = state["gs1.bias"]
-    beta = torch.ones(new, dtype=w1.dtype)
-    beta[:old] = state["igdn.beta"]
-    gamma = 0.1 * torch.eye(new, dtype=w1.dtype)
-    gamma[:old, :old] = state["igdn.gamma"]
-    gamma[:old, old:] = 0
-    w2 = torch.zeros_like(own["gs2.weight"])
-    w2[:old] = state["gs2.weight"]
-    state.update({"gs1.weight": w1, "gs1.bias": b1, "igdn.beta": beta, "igdn.gamma": gamma, "gs2.weight": w2})
-    return state
+def _widen(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """``state`` with every tensor that is smaller than ``net``'s embedded so that the network
+    computes the same function (Net2Net-style): a new unit takes ``net``'s fresh input weights,
+    scaled by 0.1, a zero bias, and zero weights wherever a layer reads it; a new GDN channel a
+    unit ``beta`` and only its own ``gamma`` term, so the old channels' normalisation does not see
+    it. Training then grows the new units. Tensors may only grow, never shrink."""
+    own = net.state_dict()
+    transposed = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, torch.nn.ConvTranspose2d)}
+    gdn = {n for n, m in net.named_modules() if type(m).__name__ == "GDN"}
+    out = dict(state)
+    for k, old in state.items():
+        if k not in own or own[k].shape == old.shape:
+            continue
+        new = own[k]
+        if old.ndim != new.ndim or any(a > b for a, b in zip(old.shape, new.shape)):
+            raise ValueError(f"{path} does not fit this network: {k} is {tuple(old.shape)}, here {tuple(new.shape)}")
+        module, _, leaf = k.rpartition(".")
+        idx = tuple(slice(0, n) for n in old.shape)
+        if module in gdn:  # beta: 1 for new channels; gamma: 0.1 on the new diagonal, no cross terms
+            t = torch.ones_like(new) if leaf == "beta" else 0.1 * torch.eye(new.shape[0], dtype=new.dtype)
+        elif old.ndim == 1:  # a bias
+            t = torch.zeros_like(new)
+        else:  # a weight: new outputs fresh (scaled), new inputs read as zero
+            o, i = (1, 0) if k in transposed else (0, 1)
+            t = 0.1 * new.clone()
+            grown_in = [slice(None)] * new.ndim
+            grown_in[i] = slice(old.shape[i], None)
+            t[tuple(grown_in)] = 0
+        t[idx] = old
+        out[k] = t
+    return out
 
 
 def _save(path: Path, run: _Run, opt: torch.optim.Optimizer, step: int, meta: dict[str, Any]) -> None:

@@ -114,7 +114,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("data", nargs="+", help="source folders or URLs (MNIST/CIFAR-10 raw copy, ImageFolder)")
     t.add_argument("out", help="the .ndfbase to write")
     t.add_argument("--init", default=None, help="start from the weights of this train-base checkpoint (ckpt.pt); layers --config "
-                   "makes wider (e.g. the synthesis width Ns) start as the same network, residual predictors are dropped for lrp=0")
+                   "makes wider start as the same network, a narrower synthesis (Ns) keeps its strongest channels, "
+                   "residual predictors are dropped for lrp=0")
     t.add_argument("--arch", choices=["hyper-field", "pixel-context"], default="hyper-field")
     t.add_argument("--config", default=None, help="comma-separated architecture config values (default: its defaults)")
     t.add_argument("--steps", type=int, default=200_000)

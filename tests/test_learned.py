@@ -397,6 +397,14 @@ def test_synthesis_width_is_a_config_value_and_widening_keeps_the_network(tmp_pa
     for u, v in zip(a, b):  # the widened network starts as the same decoder, bit for bit
         assert torch.equal(u, v)
 
+    cut = HyperNet(HyperConfig.from_values(HYPER_CFG + (0, 12)))  # a narrower synthesis keeps the strongest channels
+    _init_weights(cut, ckpt)
+    w1, w2 = narrow.gs1.weight.detach(), narrow.gs2.weight.detach()
+    strength = w1.transpose(0, 1).flatten(1).norm(dim=1) * w2.flatten(1).norm(dim=1)
+    keep = strength.argsort(descending=True)[:12].sort().values
+    assert torch.equal(cut.gs2.weight, w2[keep]) and torch.equal(cut.igdn.gamma, narrow.igdn.gamma.detach()[keep][:, keep])
+    assert torch.equal(cut.ga[0].weight, narrow.ga[0].weight)  # everything else as it was
+
     no_lrp = HYPER_CFG[:12] + (0,) + HYPER_CFG[13:] + (0, 24)
     base = train_base(imgs, TrainSettings(arch="hyper-field", config=no_lrp, steps=8, batch_size=8, warmup=2), init_checkpoint=ckpt, progress=False)
     base = ndf.load_base(base.to_bytes())

@@ -191,8 +191,14 @@ def _init_weights(net: torch.nn.Module, path: Path) -> None:
     zero-initialised) may be missing from it; residual predictors (``lrp*``) it holds are dropped
     when this network has none; layers this network has wider (hidden widths such as the
     synthesis ``Ns`` or the entropy networks' ``Hc``) are widened by :func:`_widen`, so the new
-    run starts from the same network. Nothing else may differ."""
-    state = _widen(net, dict(_load(path)["model"]), path)
+    run starts from the same network; a narrower synthesis keeps the checkpoint's strongest
+    channels (:func:`_narrow_synthesis`: that start is a much worse decoder, which the new run
+    has to retrain). Nothing else may differ."""
+    state = dict(_load(path)["model"])
+    own = net.state_dict()
+    if "gs1.weight" in own and "gs1.weight" in state and state["gs1.weight"].shape[1] > own["gs1.weight"].shape[1]:
+        state = _narrow_synthesis(state, own["gs1.weight"].shape[1])
+    state = _widen(net, state, path)
     dropped = [k for k in state if k.startswith("lrp") and k not in net.state_dict()]
     for k in dropped:
         del state[k]
@@ -203,6 +209,22 @@ def _init_weights(net: torch.nn.Module, path: Path) -> None:
     bad = [k for k in missing if not k.startswith("cb.")] + list(unexpected)
     if bad:
         raise ValueError(f"{path} does not fit this network: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+
+
+def _narrow_synthesis(state: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
+    """``state`` with its synthesis (``gs1``, inverse GDN, ``gs2``) cut to ``width`` channels:
+    those whose input and output weights have the largest product of norms. The inverse GDN
+    couples the channels, so the cut decoder is far from the checkpoint's (measured: 35.5 dB
+    to 12.5 dB when 64 channels are cut to 48); the analysis and entropy model are kept."""
+    w1, w2 = state["gs1.weight"], state["gs2.weight"]  # transposed convs: in x out x k x k
+    strength = w1.transpose(0, 1).flatten(1).norm(dim=1) * w2.flatten(1).norm(dim=1)
+    keep = strength.argsort(descending=True)[:width].sort().values
+    out = dict(state)
+    out["gs1.weight"], out["gs1.bias"] = w1[:, keep].clone(), state["gs1.bias"][keep].clone()
+    out["igdn.beta"] = state["igdn.beta"][keep].clone()
+    out["igdn.gamma"] = state["igdn.gamma"][keep][:, keep].clone()
+    out["gs2.weight"] = w2[keep].clone()
+    return out
 
 
 def _widen(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:

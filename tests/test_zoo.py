@@ -35,6 +35,7 @@ def _digit() -> np.ndarray:
 #: name -> (golden input, level, label)
 GOLDEN = {
     "cifar10": (lambda: make_image(32, 32, 3, seed=7), 30, 3),
+    "cifar10-wide": (lambda: make_image(32, 32, 3, seed=7), 30, 3),
     "mnist": (_digit, 6, 0),
     "natural": (lambda: make_image(40, 56, 3, seed=8), 20, None),
 }

@@ -367,7 +367,7 @@ def test_round_rate_is_the_rounded_code_length_and_keeps_the_analysis_fixed(tmp_
 def test_synthesis_width_is_a_config_value_and_widening_keeps_the_network(tmp_path):
     from ndf_datasets.codec.fields.hyper import HyperField
     from ndf_datasets.codec.fields.hyper_net import HyperConfig, HyperNet
-    from ndf_datasets.codec.training import _init_weights
+    from ndf_datasets.codec.warmstart import init_weights as _init_weights
 
     wide = HYPER_CFG + (0, 24)  # cb 0, Ns 24: the 17th value makes the 16th explicit
     assert HyperConfig.from_values(wide).values() == wide and HyperConfig.from_values(wide).synth_width == 24

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from .fields.hyper_net import GDN
+
 __all__ = ["init_weights"]
 
 
@@ -26,9 +28,8 @@ def init_weights(net: torch.nn.Module, path: Path) -> None:
     own = net.state_dict()
     if "gs1.weight" in own and "gs1.weight" in state and state["gs1.weight"].shape[1] > own["gs1.weight"].shape[1]:
         state = _narrow_synthesis(state, own["gs1.weight"].shape[1])
-    state = _widen(net, state, path)
-    dropped = [k for k in state if k.startswith("lrp") and k not in net.state_dict()]
-    for k in dropped:
+    state = _widen(net, own, state, path)
+    for k in [k for k in state if k.startswith("lrp") and k not in own]:
         del state[k]
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)
@@ -55,15 +56,17 @@ def _narrow_synthesis(state: dict[str, torch.Tensor], width: int) -> dict[str, t
     return out
 
 
-def _widen(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+def _widen(
+    net: torch.nn.Module, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], path: Path
+) -> dict[str, torch.Tensor]:
     """``state`` with every tensor that is smaller than ``net``'s embedded so that the network
     computes the same function (Net2Net-style): a new unit takes ``net``'s fresh input weights,
     scaled by 0.1, a zero bias, and zero weights wherever a layer reads it; a new GDN channel a
     unit ``beta`` and only its own ``gamma`` term, so the old channels' normalisation does not see
-    it. Training then grows the new units. Tensors may only grow, never shrink."""
-    own = net.state_dict()
+    it. Training then grows the new units. Tensors may only grow, never shrink. ``own``: ``net``'s
+    state dict."""
     transposed = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, torch.nn.ConvTranspose2d)}
-    gdn = {n for n, m in net.named_modules() if type(m).__name__ == "GDN"}
+    gdn = {n for n, m in net.named_modules() if isinstance(m, GDN)}
     out = dict(state)
     for k, old in state.items():
         if k not in own or own[k].shape == old.shape:
@@ -78,7 +81,7 @@ def _widen(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> 
         elif old.ndim == 1:  # a bias
             t = torch.zeros_like(new)
         else:  # a weight: new outputs fresh (scaled), new inputs read as zero
-            o, i = (1, 0) if k in transposed else (0, 1)
+            i = 0 if k in transposed else 1  # the input dimension
             t = 0.1 * new.clone()
             grown_in = [slice(None)] * new.ndim
             grown_in[i] = slice(old.shape[i], None)

@@ -410,6 +410,34 @@ def test_named_build_takes_a_given_base_instead_of_fitting(tmp_path, monkeypatch
     assert [p.name for p in cache.glob("*.ndfbase")] == [ndf.base_filename(base.hash)] and len(ds) == 3
 
 
+def test_named_build_with_a_mean_psnr_target(tmp_path, monkeypatch, fresh_bases):
+    """``mean_psnr=True`` makes ``psnr`` the mean of the records (a zoo base), in its own cache."""
+    from ndf_datasets.codec.learned import psnr_8bit
+
+    monkeypatch.setenv("NDF_DATASETS_HOME", str(tmp_path / "home"))
+    raw = _cifar_raw(tmp_path / "raw", per_batch=2, test=8)
+    opts = {"base": "cifar10", "psnr": 34.0, "progress": False}
+    per_image = datasets.load_dataset("ndf_cifar10", data_dir=str(raw), split="test", cache_dir=str(tmp_path / "a"), **opts)
+    mean = datasets.load_dataset(
+        "ndf_cifar10", data_dir=str(raw), split="test", cache_dir=str(tmp_path / "b"), mean_psnr=True, min_psnr=30.0, **opts
+    )  # fmt: skip
+    assert len({p.name for p in (tmp_path / "home").iterdir()}) == 2  # two option sets, two caches
+    images, _ = hf_builder.read_cifar10(str(raw), "test")
+    target = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+
+    def psnrs(ds) -> torch.Tensor:
+        x = torch.stack([r["image"] for r in ds.with_format("torch")])
+        return psnr_8bit(x, target)  # what the encoder's rate control measures
+
+    each, allocated = psnrs(per_image), psnrs(mean)
+    assert bool((each >= 34.0 - 1e-3).all())  # every image at the target
+    assert float(allocated.mean()) >= 34.0 - 1e-3 and bool((allocated >= 30.0 - 1e-3).all())  # the mean, over a floor
+    with pytest.raises(ValueError, match="learned base"):
+        datasets.load_dataset(
+            "ndf_cifar10", data_dir=str(raw), split="test", cache_dir=str(tmp_path / "c"), mean_psnr=True, **FAST
+        )  # fmt: skip
+
+
 def test_named_dataset_without_cache_or_raw_copy_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("NDF_DATASETS_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("NDF_CIFAR10_URL", raising=False)

@@ -28,14 +28,16 @@ per source:
         load_dataset("ndf_mnist", data_dir="raw")     # raw/train-images-idx3-ubyte.gz ...
 
     Build options are config kwargs: ``max_images`` (per split), ``base_epochs``, ``steps``,
-    ``psnr``, ``seed``, ``device``, ``shard_size``, ``progress``. Non-default values build into
-    ``ndf_cifar10-<hash of the options>`` so a capped test build never shadows the full one.
+    ``psnr``, ``mean_psnr``, ``min_psnr``, ``seed``, ``device``, ``shard_size``, ``progress``.
+    Non-default values build into ``ndf_cifar10-<hash of the options>`` so a capped test
+    build never shadows the full one.
 
 Every split yields rows ``{"image": NDFImage, "label": ClassLabel | int, "key": str, "json": str}``.
 
-``base=`` (config kwarg) is the hook for named builds to use a trained base instead of fitting
-one: a ``.ndfbase`` path, or (once the codec's zoo ships files) a zoo name; ``None`` (default)
-fits a base on the train split as before.
+``base=`` (config kwarg) makes a named build use a trained base instead of fitting one: a
+``.ndfbase`` path or a zoo name (``"cifar10"``, ``"mnist"``); ``None`` (default) fits a base on
+the train split. With a learned base, ``mean_psnr=True`` meets ``psnr`` as each encode batch's
+mean at the fewest bytes (``ndf convert --mean-psnr``).
 
 In streaming mode ``datasets`` patches ``open``, ``os.path``, ``glob``, ``gzip.open`` and
 ``pathlib.Path`` in this module; it therefore reads and lists only through fsspec and
@@ -87,13 +89,16 @@ class NDFConfig(datasets.BuilderConfig):
         max_images: build only the first ``max_images`` images of each split.
         base_epochs: epochs of shared-base fitting.
         steps: maximum fitting steps per record (``None``: the codec's default).
-        psnr: target PSNR of the records in dB.
+        psnr: target PSNR of the records in dB (each record's, or with ``mean_psnr`` the mean).
+        mean_psnr: with a learned ``base``: ``psnr`` is the mean PSNR of each encode batch, met
+            at the fewest bytes (single images may fall below it), as ``ndf convert --mean-psnr``.
+        min_psnr: with ``mean_psnr``: no image below this PSNR (a floor under the mean).
         seed: fitting seed.
         device: fitting device.
         shard_size: samples per tar shard.
         progress: show fitting progress bars.
         base: a trained base to build with instead of fitting one (a ``.ndfbase`` path or a
-            codec zoo name); ``None`` fits one on the train split. The hook for zoo bases.
+            codec zoo name); ``None`` fits one on the train split.
     """
 
     source: str | None = None
@@ -102,6 +107,8 @@ class NDFConfig(datasets.BuilderConfig):
     base_epochs: int = 20
     steps: int | None = None
     psnr: float | None = 30.0
+    mean_psnr: bool = False
+    min_psnr: float | None = None
     seed: int = 0
     device: str = "cpu"
     shard_size: int = 10000
@@ -113,6 +120,10 @@ class NDFConfig(datasets.BuilderConfig):
         options = {k: getattr(self, k) for k in ("max_images", "base_epochs", "steps", "psnr", "seed")}
         if self.base is not None:
             options["base"] = os.fspath(self.base)
+        if self.mean_psnr:  # only when set: caches built before these options keep their names
+            options["mean_psnr"] = True
+        if self.min_psnr is not None:
+            options["min_psnr"] = float(self.min_psnr)
         return options
 
 
@@ -254,13 +265,15 @@ def build_cache(source: RawSource, raw_dir: str, location: str, config: NDFConfi
             kind=kind,
             name=source.name,
             psnr=config.psnr,
+            mean_psnr=config.mean_psnr,
+            min_psnr=config.min_psnr,
             steps=config.steps,
             seed=config.seed,
             device=config.device,
             shard_size=config.shard_size,
             max_images=config.max_images,
             base_epochs=config.base_epochs,
-            base=config.base,  # None: fit one (the zoo hook: a trained base instead)
+            base=config.base,  # None: fit one; else a trained base or a zoo name
             storage_options=options,
             progress=config.progress,
             distributed=False,

@@ -432,6 +432,11 @@ def test_named_build_with_a_mean_psnr_target(tmp_path, monkeypatch, fresh_bases)
     each, allocated = psnrs(per_image), psnrs(mean)
     assert bool((each >= 34.0 - 1e-3).all())  # every image at the target
     assert float(allocated.mean()) >= 34.0 - 1e-3 and bool((allocated >= 30.0 - 1e-3).all())  # the mean, over a floor
+
+    def nbytes(ds) -> int:
+        return sum(len(r["image"]["bytes"]) for r in ds.cast_column("image", NDFImage(decode=False)))
+
+    assert nbytes(mean) < nbytes(per_image)  # the same mean for fewer bytes: the allocation ran
     with pytest.raises(ValueError, match="learned base"):
         datasets.load_dataset(
             "ndf_cifar10", data_dir=str(raw), split="test", cache_dir=str(tmp_path / "c"), mean_psnr=True, **FAST

@@ -36,12 +36,12 @@ def _images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(np.stack([make_image(h, w, 3, seed=seed + i) for i in range(n)]).transpose(0, 3, 1, 2).copy())
 
 
-@pytest.fixture(scope="module", params=[0, 1], ids=["plain", "checkerboard"])
+@pytest.fixture(scope="module", params=[0, 1, 2], ids=["plain", "checkerboard", "four-pass"])
 def hyper_base(request) -> ndf.SharedBase:
-    """A tiny hyper-field base, without and with the checkerboard context (``cb``): every test
-    taking it runs on both."""
+    """A tiny hyper-field base without a spatial context, with the checkerboard (``cb=1``) and
+    with the four-pass context (``cb=2``): every test taking it runs on all three."""
     torch.manual_seed(0)
-    config = HYPER_CFG + ((1,) if request.param else ())
+    config = HYPER_CFG + ((request.param,) if request.param else ())
     settings = TrainSettings(arch="hyper-field", config=config, steps=60, batch_size=8, lr=3e-3, warmup=5)
     base = train_base(_images(48, 16, 16), settings, progress=False)
     return ndf.load_base(base.to_bytes())  # what a reader sees: the quantised base file
@@ -123,9 +123,9 @@ def test_checkerboard_context_is_used_and_old_configs_keep_their_bytes(hyper_bas
 
     cfg = hyper_base.arch.cfg
     assert HyperConfig.from_values(HYPER_CFG).values() == HYPER_CFG  # 15 values stay 15 (cb=0 is not written)
-    assert len(hyper_base.arch.config) == 15 + cfg.cb
+    assert len(hyper_base.arch.config) == 15 + (cfg.cb > 0)
     with pytest.raises(ValueError, match="cb"):
-        HyperConfig.from_values(HYPER_CFG + (2,))
+        HyperConfig.from_values(HYPER_CFG + (3,))
     if not cfg.cb:
         return
     w = hyper_base.weights
@@ -133,15 +133,21 @@ def test_checkerboard_context_is_used_and_old_configs_keep_their_bytes(hyper_bas
         wk = w[f"cb.{k}.weight"]
         assert wk.abs().sum() > 0  # trained away from its zero start
         assert wk[:, :, 1, 1].abs().sum() == 0 and wk[:, :, ::2, ::2].abs().sum() == 0  # only the 4 edge taps
+        if cfg.cb == 2:
+            dk = w[f"cd1.{k}.weight"]
+            assert w[f"cd2.{k}.weight"].abs().sum() > 0  # trained away from its zero start
+            assert dk[:, :, ::2, ::2].abs().sum() > 0 and dk[:, :, 1, :].abs().sum() == 0 and dk[:, :, :, 1].abs().sum() == 0  # only the 4 diagonal taps
     x = _images(4, 16, 16, seed=101).float() / 255
     blobs, rep = encode_learned(hyper_base, x, level=4, refine_steps=0)
-    without = {**hyper_base.weights_on("cpu"), **{f"cb.{k}.weight": torch.zeros_like(w[f"cb.{k}.weight"]) for k in range(cfg.S)}}
-    without["gs1.weight"] = without["gs1.weight"].clone()  # a new weights dict for the net cache
     from ndf_datasets.codec.record import parse_record
 
     payloads = [parse_record(b).payload for b in blobs]
-    # a decoder that ignored the context would read other latents from the same streams
-    assert not torch.equal(hyper_base.arch.exact_latents(without, rep.levels, payloads), hyper_base.arch.exact_latents(hyper_base.weights_on("cpu"), rep.levels, payloads))
+    decoded = hyper_base.arch.exact_latents(hyper_base.weights_on("cpu"), rep.levels, payloads)
+    for layer in ("cb", "cd2")[: cfg.cb]:
+        without = {**hyper_base.weights_on("cpu"), **{f"{layer}.{k}.weight": torch.zeros_like(w[f"{layer}.{k}.weight"]) for k in range(cfg.S)}}
+        without["gs1.weight"] = without["gs1.weight"].clone()  # a new weights dict for the net cache
+        # a decoder that ignored (either part of) the context would read other latents from the same streams
+        assert not torch.equal(hyper_base.arch.exact_latents(without, rep.levels, payloads), decoded)
 
 
 # ----------------------------------------------------------------------------- round trips
@@ -644,3 +650,33 @@ def test_soft_rounding_anneals_to_hard_rounding_and_trains(tmp_path):
     plain = train_base(imgs, TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=6, batch_size=8, warmup=2), progress=False)
     soft = train_base(imgs, TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=6, batch_size=8, warmup=2, soft_round=2.0), progress=False)
     assert soft.hash != plain.hash and soft.metadata["settings"]["soft_round"] == 2.0
+
+
+def test_four_pass_context_starts_as_the_checkerboard_and_fits_the_budget(tmp_path):
+    """``cb=2`` costs what FORMAT.md says, and ``--init`` from a checkerboard run starts it as
+    exactly that network (its diagonal context's output layer is zero)."""
+    from ndf_datasets.codec.fields.hyper import HyperField
+    from ndf_datasets.codec.fields.hyper_net import HyperConfig, HyperNet, pass_masks
+    from ndf_datasets.codec.warmstart import init_weights as _init_weights
+
+    zoo = (64, 64, 32, 48, 32, 32, 1, 4, 8, 16, 6, 64, 1, 1, 4)
+    assert [HyperField(zoo + ((cb,) if cb else ()), 32, 32, 3).macs_per_pixel() for cb in (0, 1, 2)] == [9744, 10000, 10096]
+    rebalanced = zoo[:3] + (64, 64) + zoo[5:]
+    assert HyperField(rebalanced + (2, 44), 32, 32, 3).macs_per_pixel() == 9972  # inside the 10,000 budget
+    groups = pass_masks(2, 4, 6)
+    assert torch.equal(sum(g.int() for g in groups), torch.ones(4, 6, dtype=torch.int))  # every position once
+    assert groups[0][0, 0] and groups[1][1, 1] and groups[2][0, 1] and groups[3][1, 0]
+
+    imgs = _images(32, 16, 16, seed=91)
+    cb1 = HYPER_CFG + (1,)
+    train_base(imgs, TrainSettings(arch="hyper-field", config=cb1, steps=8, batch_size=8, warmup=2), checkpoint_dir=tmp_path / "a", progress=False)
+    before, after = HyperNet(HyperConfig.from_values(cb1)).eval(), HyperNet(HyperConfig.from_values(HYPER_CFG + (2,))).eval()
+    _init_weights(before, tmp_path / "a" / "ckpt.pt")
+    _init_weights(after, tmp_path / "a" / "ckpt.pt")
+    x, t = imgs[:4].float() / 255, torch.tensor([0.0, 0.5, 1.2, 2.0])
+    with torch.no_grad():
+        torch.manual_seed(5)
+        a = before(x, t)
+        torch.manual_seed(5)
+        b = after(x, t)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))

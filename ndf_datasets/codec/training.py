@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .exact import SCALE_MIN
+from .exact import SCALE_MIN, ExactConv
 from .fields.hyper import HyperField, export_tables
 from .fields.hyper_net import TRAINING_ONLY, HyperConfig, HyperNet, gauss_bits
 from .fields.pixel import PixelContext
@@ -209,6 +209,8 @@ def export(run: _Run, height: int, width: int, channels: int, metadata: dict[str
     """The base file of a (trained) run: decoder + encoder weights and the integer tables."""
     net = run.net.cpu()
     weights = {k: v for k, v in net.state_dict().items() if k not in TRAINING_ONLY}
+    # masked layers store the taps they compute with (the others are zero), whatever a warm start left there
+    weights.update({f"{n}.weight": m.masked_weight().detach() for n, m in net.named_modules() if isinstance(m, ExactConv)})
     if run.settings.arch == "hyper-field":
         weights.update(export_tables(net, run.anchors))
         arch = HyperField(net.cfg.values(), height, width, channels)

@@ -18,7 +18,8 @@ __all__ = ["init_weights"]
 
 def init_weights(net: torch.nn.Module, path: Path) -> None:
     """Load another run's weights. Modules this network adds (the checkerboard context ``cb.*``,
-    zero-initialised) may be missing from it; residual predictors (``lrp*``) it holds are dropped
+    the four-pass context's diagonal layers ``cd1.*`` / ``cd2.*``, each starting with a zero
+    output) may be missing from it; residual predictors (``lrp*``) it holds are dropped
     when this network has none; layers this network has wider (hidden widths such as the
     synthesis ``Ns`` or the entropy networks' ``Hc``) are widened by :func:`_widen`, so the new
     run starts from the same network; a narrower synthesis keeps the checkpoint's strongest
@@ -35,7 +36,7 @@ def init_weights(net: torch.nn.Module, path: Path) -> None:
         missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # tensor shapes of another config
         raise ValueError(f"{path} does not fit this network (another config?): {str(exc).splitlines()[-1].strip()}") from None
-    bad = [k for k in missing if not k.startswith("cb.")] + list(unexpected)
+    bad = [k for k in missing if not k.startswith(("cb.", "cd1.", "cd2."))] + list(unexpected)
     if bad:
         raise ValueError(f"{path} does not fit this network: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
 

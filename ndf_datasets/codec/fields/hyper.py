@@ -5,7 +5,8 @@ Records hold one range-coded stream (see :mod:`ndf_datasets.codec.record`): the 
 coded under Gaussians whose means and scales the base's exact entropy networks predict from
 ``z`` and the slices before it (config ``cb=1``: each slice in two halves of a checkerboard,
 the anchors first, the other positions also under the context of their four decoded anchor
-neighbours). The base also stores, per rate level ``0..Q-1``, a quantisation
+neighbours; ``cb=2``: four passes, the anchors split by row so that the odd-row ones and the
+last quarter also see their decoded diagonal neighbours). The base also stores, per rate level ``0..Q-1``, a quantisation
 step per channel of ``y`` and ``z`` (``table.*`` tensors, integers).
 
 Decoding: the symbols give ``y``; the synthesis (two 4x4 stride-2 transposed convolutions with
@@ -32,7 +33,7 @@ import torch
 from ..exact import L_BITS, STEP_BITS, scale_index
 from ..gaussian import SCALE_TABLE, StreamDecoder, StreamEncoder
 from .base import FieldArch, TensorSpec
-from .hyper_net import TRAINING_ONLY, HyperConfig, HyperNet, anchor_mask, gauss_bits, resample
+from .hyper_net import DIAG_RANK, TRAINING_ONLY, HyperConfig, HyperNet, anchor_mask, even_row_mask, gauss_bits, pass_masks, resample
 from .registry import register_arch
 
 __all__ = ["HyperField", "STEP_BITS", "SYMBOL_LIMIT", "export_tables"]
@@ -158,6 +159,8 @@ class HyperField(FieldArch):
                 macs += n4 * ((c.Hf + (k + 1) * ms) * c.Hl + c.Hl * ms)
             if c.cb:  # the anchors' context: 4 taps at the other half of the positions
                 macs += (n4 - (n4 + 1) // 2) * ms * c.Hc * 4
+            if c.cb == 2:  # the diagonal context at the odd rows: 4 taps into DIAG_RANK, then 1x1
+                macs += (h4 // 2) * w4 * (ms * DIAG_RANK * 4 + DIAG_RANK * c.Hc)
         ns = c.synth_width
         macs += n4 * c.M * ns * c.kg * c.kg + 4 * n4 * ns * ns  # gs1 + inverse GDN
         macs += 4 * n4 * ns * (c.F if c.head else C) * 16  # gs2
@@ -233,31 +236,30 @@ class HyperField(FieldArch):
             sz = sz.double().reshape(B, *zshape)
         hyp = net.exact_hyper(zm + dz * sz)
         decoded: list[torch.Tensor] = []
-        anchors = anchor_mask(torch.zeros(h4, w4)).bool()[0, 0]
-        groups = [anchors, ~anchors] if cfg.cb else [torch.ones_like(anchors)]  # checkerboard: anchors, then the rest
+        groups = pass_masks(cfg.cb, h4, w4)  # checkerboard: anchors, then the rest; cb=2: four passes
+        grid = torch.zeros(1, 1, h4, w4, dtype=torch.float64)
+        anchors, even = anchor_mask(grid).bool()[0, 0], even_row_mask(grid).bool()[0, 0]
         for k in range(cfg.S):
             h1 = net.exact_slice_hidden(k, hyp, decoded)
-            mu, log_sigma = net.exact_slice_head(k, h1)
             dk = dy[:, k * ms : (k + 1) * ms, None, None]
             ldk = ldy[:, k * ms : (k + 1) * ms, None, None]
-            j = scale_index(log_sigma, ldk)
-            s = torch.zeros(B, ms, h4, w4, dtype=torch.float64)
+            done = torch.zeros(B, ms, h4, w4, dtype=torch.float64)  # decoded latents so far, zero elsewhere
             for g, sel in enumerate(groups):
-                if g == 1:  # the other positions, under the context of the decoded anchors
-                    mu2, ls2 = net.exact_slice_head(k, h1, anchors=(mu + dk * s) * anchors)
-                    mu, j = torch.where(anchors, mu, mu2), torch.where(anchors, j, scale_index(ls2, ldk))
+                mu, log_sigma = net.exact_slice_head(k, h1, **_context(cfg.cb, g, done, anchors, even))
+                j = scale_index(log_sigma, ldk)
                 if encoding:
                     sk = torch.round((y[:, k * ms : (k + 1) * ms].double().cpu() - mu) / dk).clamp(-lim, lim)
                     sk = sk.masked_fill(off_y[:, k * ms : (k + 1) * ms], 0)
-                    s = torch.where(sel, sk, s)
                     if bits is not None:
                         bits += _information(sk[:, :, sel], j[:, :, sel])
                     for i in range(B if write else 0):  # channel-major, row-major positions within
                         streams[i].encode(sk[i][:, sel].numpy(), j[i][:, sel].numpy(), -lim, lim)
                 else:
                     got = np.stack([streams[i].decode(j[i][:, sel].numpy(), -lim, lim) for i in range(B)])
-                    s[:, :, sel] = torch.from_numpy(got).double().reshape(B, ms, -1)
-            decoded.append(mu + dk * s)
+                    sk = torch.zeros(B, ms, h4, w4, dtype=torch.float64)
+                    sk[:, :, sel] = torch.from_numpy(got).double().reshape(B, ms, -1)
+                done = torch.where(sel, mu + dk * sk, done)
+            decoded.append(done)
         if not residuals:
             return ([st.finish() for st in streams] if write else None), torch.cat(decoded, 1)
         y_hat = self._residuals(net, hyp, decoded, dy)
@@ -305,6 +307,18 @@ class HyperField(FieldArch):
         f = net.features(params["y"])
         f = f[..., : self.height, : self.width]
         return net.colour(resample(f, (height, width)))
+
+
+def _context(cb: int, g: int, done: torch.Tensor, anchors: torch.Tensor, even: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The spatial context of pass ``g`` of a slice (keyword arguments of ``exact_slice_head``):
+    nothing for the first pass; for ``cb=1`` the decoded anchors; for ``cb=2`` the decoded
+    even-row latents (pass 1), the anchors (pass 2), both (pass 3). ``done``: the slice's
+    latents decoded so far, zero elsewhere."""
+    if g == 0:
+        return {}
+    if cb == 1:
+        return {"anchors": done * anchors}
+    return ({"diag": done * even}, {"anchors": done * anchors}, {"anchors": done * anchors, "diag": done * even})[g - 1]
 
 
 def _information(symbols: torch.Tensor, scale_idx: torch.Tensor) -> torch.Tensor:

@@ -20,10 +20,26 @@ import torch.nn.functional as F
 
 from ..exact import SCALE_MIN, ExactConv, q_act
 
-__all__ = ["HyperConfig", "HyperNet", "GDN", "CrossConv", "anchor_mask", "gauss_bits", "resample", "TRAINING_ONLY"]
+__all__ = [
+    "HyperConfig",
+    "HyperNet",
+    "GDN",
+    "CrossConv",
+    "DiagConv",
+    "DIAG_RANK",
+    "anchor_mask",
+    "even_row_mask",
+    "pass_masks",
+    "gauss_bits",
+    "resample",
+    "TRAINING_ONLY",
+]
 
 #: Parameters used only while training (the base stores per-level tables derived from them).
 TRAINING_ONLY = ("log_dy", "log_dz", "z_mean", "z_logscale")
+#: Rank of the diagonal context of the four-pass spatial context (``cb=2``): four diagonal taps
+#: into this many channels, then a 1x1 layer into the entropy network's hidden width.
+DIAG_RANK = 8
 
 
 @dataclass(frozen=True)
@@ -45,11 +61,11 @@ class HyperConfig:
     lrp: int = 1  # latent residual prediction on/off
     head: int = 1  # 1: per-pixel MLP head (continuous field); 0: the synthesis outputs colours
     kg: int = 4  # kernel of the first synthesis layer (4 or 5)
-    cb: int = 0  # checkerboard spatial context inside each slice (0 or 1; written only when 1)
+    cb: int = 0  # spatial context inside each slice: 0 none, 1 checkerboard (2 passes), 2 four passes (written when set)
     Ns: int = 0  # synthesis width (gs1, inverse GDN, gs2); 0: the transform width N (written only when set)
 
     def values(self) -> tuple[int, ...]:
-        """The stored config: 15 values, then ``cb`` when it is 1 or ``Ns`` is set, then ``Ns``
+        """The stored config: 15 values, then ``cb`` when it is set or ``Ns`` is set, then ``Ns``
         when it is set (so bases without either keep the bytes they always had)."""
         vals = tuple(getattr(self, f.name) for f in fields(self))
         return vals if self.Ns else vals[:-1] if self.cb else vals[:-2]
@@ -77,7 +93,7 @@ class HyperConfig:
             (2 <= cfg.Q <= 64, "Q must be 2..64"),
             (cfg.lrp in (0, 1) and cfg.head in (0, 1), "lrp and head are 0 or 1"),
             (cfg.kg in (4, 5), "kg must be 4 or 5"),
-            (cfg.cb in (0, 1), "cb must be 0 or 1"),
+            (cfg.cb in (0, 1, 2), "cb must be 0, 1 or 2"),
             (0 <= cfg.Ns <= 256, "Ns must be 0..256 (0: the transform width N)"),
         )
         for ok, why in checks:
@@ -108,6 +124,31 @@ def anchor_mask(x: torch.Tensor) -> torch.Tensor:
     return ((i + j) % 2 == 0).to(x.dtype)[None, None]
 
 
+def even_row_mask(x: torch.Tensor) -> torch.Tensor:
+    """``1 x 1 x H x W``: 1 on the even rows of a latent grid (the four-pass context's first and third passes)."""
+    h, w = x.shape[-2:]
+    i = torch.arange(h, device=x.device)[:, None].expand(h, w)
+    return (i % 2 == 0).to(x.dtype)[None, None]
+
+
+def pass_masks(cb: int, h: int, w: int) -> list[torch.Tensor]:
+    """The positions of each coding pass of a slice on an ``h x w`` latent grid (bool ``h x w``).
+
+    ``cb=0``: one pass. ``cb=1``: the checkerboard, anchors (``i + j`` even) then the rest.
+    ``cb=2``: four passes, (even, even), (odd, odd), (even, odd), (odd, even) positions: the
+    anchors split in two so that the second half sees its four decoded diagonal neighbours,
+    and the last quarter sees all eight neighbours.
+    """
+    z = torch.zeros(1, 1, h, w)
+    a = anchor_mask(z).bool()[0, 0]
+    if cb == 0:
+        return [torch.ones(h, w, dtype=torch.bool)]
+    if cb == 1:
+        return [a, ~a]
+    e = even_row_mask(z).bool()[0, 0]
+    return [a & e, a & ~e, ~a & e, ~a & ~e]
+
+
 class CrossConv(ExactConv):
     """A 3x3 exact convolution using only the four edge neighbours (the checkerboard context:
     at a non-anchor position those are exactly its anchors); the other taps are held at zero."""
@@ -118,6 +159,24 @@ class CrossConv(ExactConv):
     def masked_weight(self) -> torch.Tensor:
         cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=self.weight.dtype, device=self.weight.device)
         return self.weight * cross
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.masked_weight(), self.bias, padding=1)
+
+
+class DiagConv(ExactConv):
+    """A 3x3 exact convolution using only the four diagonal neighbours (the four-pass context:
+    at an odd-row position those lie on even rows, all decoded one pass before); the other
+    taps are held at zero (and start at zero, so the stored weights hold only the four)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(cin, cout, 3)
+        with torch.no_grad():
+            self.weight.copy_(self.masked_weight())
+
+    def masked_weight(self) -> torch.Tensor:
+        diag = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 1.0]], dtype=self.weight.dtype, device=self.weight.device)
+        return self.weight * diag
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.masked_weight(), self.bias, padding=1)
@@ -172,6 +231,12 @@ class HyperNet(nn.Module):
             for m in self.cb:
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
+        if cfg.cb == 2:  # the diagonal context, its output layer zero-initialised (starts as cb=1)
+            self.cd1 = nn.ModuleList([DiagConv(ms, DIAG_RANK) for _ in range(S)])
+            self.cd2 = nn.ModuleList([ExactConv(DIAG_RANK, Hc, 1) for _ in range(S)])
+            for m in self.cd2:
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
         if cfg.lrp:
             self.lrp1 = nn.ModuleList([nn.Conv2d(Hf + (k + 1) * ms, cfg.Hl, 1) for k in range(S)])
             self.lrp2 = nn.ModuleList([nn.Conv2d(cfg.Hl, ms, 1) for _ in range(S)])
@@ -211,11 +276,17 @@ class HyperNet(nn.Module):
         """The first entropy layer of slice ``k`` on hyper features and decoded slices ``< k`` (float)."""
         return self.cc1[k](torch.cat([hyp, *ctx], 1) if ctx else hyp)
 
-    def slice_head(self, k: int, h: torch.Tensor, anchors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def slice_head(
+        self, k: int, h: torch.Tensor, anchors: torch.Tensor | None = None, diag: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-scale of slice ``k`` from :meth:`slice_hidden` (float); ``anchors``: the
-        slice's decoded anchor latents (zero elsewhere), the checkerboard context of the rest."""
+        slice's decoded anchor latents (zero elsewhere), the checkerboard context of the rest;
+        ``diag`` (``cb=2``): its decoded even-row latents (zero elsewhere), the diagonal context
+        of the odd rows."""
         if anchors is not None:
             h = h + self.cb[k](anchors) * (1 - anchor_mask(anchors))
+        if diag is not None:
+            h = h + self.cd2[k](self.cd1[k](diag)) * (1 - even_row_mask(diag))
         mu, log_sigma = self.cc3[k](F.relu(self.cc2[k](F.relu(h)))).chunk(2, 1)
         return mu, log_sigma
 
@@ -229,10 +300,19 @@ class HyperNet(nn.Module):
         h = self.slice_hidden(k, hyp, ctx)
         mu, log_sigma = self.slice_head(k, h)
         if self.cfg.cb:
-            a = anchor_mask(yk).bool()
-            ya = decode(mu, (yk - mu) / dk) * a
-            mu2, ls2 = self.slice_head(k, h, anchors=ya)
-            mu, log_sigma = torch.where(a, mu, mu2), torch.where(a, log_sigma, ls2)
+            a, e = anchor_mask(yk), even_row_mask(yk)
+            masks = [p.to(yk.dtype)[None, None] for p in pass_masks(self.cfg.cb, *yk.shape[-2:])]
+            done = decode(mu, (yk - mu) / dk) * masks[0]  # the decoded latents so far (zero elsewhere)
+            for g in range(1, len(masks)):
+                if self.cfg.cb == 1:
+                    ctx_g = {"anchors": done}
+                else:  # passes 1..3: diagonals of (even, even); the anchors; both
+                    ctx_g = ({"diag": done * e}, {"anchors": done * a}, {"anchors": done * a, "diag": done * e})[g - 1]
+                mu_g, ls_g = self.slice_head(k, h, **ctx_g)
+                sel = masks[g].bool()
+                mu, log_sigma = torch.where(sel, mu_g, mu), torch.where(sel, ls_g, log_sigma)
+                if g + 1 < len(masks):
+                    done = done + decode(mu_g, (yk - mu_g) / dk) * masks[g]
         s = (yk - mu) / dk
         return log_sigma, s, decode(mu, s)
 
@@ -244,11 +324,17 @@ class HyperNet(nn.Module):
         """The first entropy layer of slice ``k`` on hyper features and decoded slices ``< k`` (exact)."""
         return self.cc1[k].exact(torch.cat([hyp, *(q_act(c) for c in ctx)], 1) if ctx else hyp)
 
-    def exact_slice_head(self, k: int, h: torch.Tensor, anchors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-scale of slice ``k`` from :meth:`exact_slice_hidden` and (checkerboard)
-        the slice's decoded anchors, zero elsewhere (exact)."""
-        if anchors is not None:
-            h = q_act(h + self.cb[k].exact(q_act(anchors)) * (1 - anchor_mask(anchors)))
+    def exact_slice_head(
+        self, k: int, h: torch.Tensor, anchors: torch.Tensor | None = None, diag: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-scale of slice ``k`` from :meth:`exact_slice_hidden` and (spatial
+        context) the slice's decoded anchors and (``cb=2``) even-row latents, zero elsewhere (exact)."""
+        if anchors is not None or diag is not None:
+            if anchors is not None:
+                h = h + self.cb[k].exact(q_act(anchors)) * (1 - anchor_mask(anchors))
+            if diag is not None:
+                h = h + self.cd2[k].exact(self.cd1[k].exact(q_act(diag))) * (1 - even_row_mask(diag))
+            h = q_act(h)
         h = torch.relu(self.cc2[k].exact(torch.relu(h)))
         mu, log_sigma = self.cc3[k].exact(h).chunk(2, 1)
         return mu, log_sigma

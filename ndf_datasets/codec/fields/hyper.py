@@ -33,7 +33,17 @@ import torch
 from ..exact import L_BITS, STEP_BITS, scale_index
 from ..gaussian import SCALE_TABLE, StreamDecoder, StreamEncoder
 from .base import FieldArch, TensorSpec
-from .hyper_net import DIAG_RANK, TRAINING_ONLY, HyperConfig, HyperNet, anchor_mask, even_row_mask, gauss_bits, pass_masks, resample
+from .hyper_net import (
+    DIAG_RANK,
+    TRAINING_ONLY,
+    HyperConfig,
+    HyperNet,
+    anchor_mask,
+    even_row_mask,
+    gauss_bits,
+    pass_masks,
+    resample,
+)
 from .registry import register_arch
 
 __all__ = ["HyperField", "STEP_BITS", "SYMBOL_LIMIT", "export_tables"]

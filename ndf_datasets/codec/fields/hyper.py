@@ -38,9 +38,8 @@ from .hyper_net import (
     TRAINING_ONLY,
     HyperConfig,
     HyperNet,
-    anchor_mask,
-    even_row_mask,
     gauss_bits,
+    pass_context,
     pass_masks,
     resample,
 )
@@ -247,15 +246,13 @@ class HyperField(FieldArch):
         hyp = net.exact_hyper(zm + dz * sz)
         decoded: list[torch.Tensor] = []
         groups = pass_masks(cfg.cb, h4, w4)  # checkerboard: anchors, then the rest; cb=2: four passes
-        grid = torch.zeros(1, 1, h4, w4, dtype=torch.float64)
-        anchors, even = anchor_mask(grid).bool()[0, 0], even_row_mask(grid).bool()[0, 0]
         for k in range(cfg.S):
             h1 = net.exact_slice_hidden(k, hyp, decoded)
             dk = dy[:, k * ms : (k + 1) * ms, None, None]
             ldk = ldy[:, k * ms : (k + 1) * ms, None, None]
             done = torch.zeros(B, ms, h4, w4, dtype=torch.float64)  # decoded latents so far, zero elsewhere
             for g, sel in enumerate(groups):
-                mu, log_sigma = net.exact_slice_head(k, h1, **_context(cfg.cb, g, done, anchors, even))
+                mu, log_sigma = net.exact_slice_head(k, h1, **pass_context(cfg.cb, g, done))
                 j = scale_index(log_sigma, ldk)
                 if encoding:
                     sk = torch.round((y[:, k * ms : (k + 1) * ms].double().cpu() - mu) / dk).clamp(-lim, lim)
@@ -317,18 +314,6 @@ class HyperField(FieldArch):
         f = net.features(params["y"])
         f = f[..., : self.height, : self.width]
         return net.colour(resample(f, (height, width)))
-
-
-def _context(cb: int, g: int, done: torch.Tensor, anchors: torch.Tensor, even: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The spatial context of pass ``g`` of a slice (keyword arguments of ``exact_slice_head``):
-    nothing for the first pass; for ``cb=1`` the decoded anchors; for ``cb=2`` the decoded
-    even-row latents (pass 1), the anchors (pass 2), both (pass 3). ``done``: the slice's
-    latents decoded so far, zero elsewhere."""
-    if g == 0:
-        return {}
-    if cb == 1:
-        return {"anchors": done * anchors}
-    return ({"diag": done * even}, {"anchors": done * anchors}, {"anchors": done * anchors, "diag": done * even})[g - 1]
 
 
 def _information(symbols: torch.Tensor, scale_idx: torch.Tensor) -> torch.Tensor:

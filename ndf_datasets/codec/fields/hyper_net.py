@@ -30,6 +30,7 @@ __all__ = [
     "anchor_mask",
     "even_row_mask",
     "pass_masks",
+    "pass_context",
     "gauss_bits",
     "resample",
     "TRAINING_ONLY",
@@ -147,6 +148,20 @@ def pass_masks(cb: int, h: int, w: int) -> list[torch.Tensor]:
         return [a, ~a]
     e = even_row_mask(z).bool()[0, 0]
     return [a & e, a & ~e, ~a & e, ~a & ~e]
+
+
+def pass_context(cb: int, g: int, done: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The spatial context of pass ``g`` of a slice, as keyword arguments of
+    :meth:`HyperNet.slice_head` / :meth:`HyperNet.exact_slice_head`: nothing for the first pass;
+    for ``cb=1`` the decoded anchors; for ``cb=2`` the decoded even-row latents (pass 1), the
+    anchors (pass 2), both (pass 3). ``done``: the slice's latents decoded so far, zero elsewhere."""
+    if g == 0:
+        return {}
+    anchors = done * anchor_mask(done)
+    if cb == 1:
+        return {"anchors": anchors}
+    diag = done * even_row_mask(done)
+    return ({"diag": diag}, {"anchors": anchors}, {"anchors": anchors, "diag": diag})[g - 1]
 
 
 class CrossConv(ExactConv):
@@ -300,15 +315,10 @@ class HyperNet(nn.Module):
         h = self.slice_hidden(k, hyp, ctx)
         mu, log_sigma = self.slice_head(k, h)
         if self.cfg.cb:
-            a, e = anchor_mask(yk), even_row_mask(yk)
             masks = [p.to(yk.dtype)[None, None] for p in pass_masks(self.cfg.cb, *yk.shape[-2:])]
             done = decode(mu, (yk - mu) / dk) * masks[0]  # the decoded latents so far (zero elsewhere)
             for g in range(1, len(masks)):
-                if self.cfg.cb == 1:
-                    ctx_g = {"anchors": done}
-                else:  # passes 1..3: diagonals of (even, even); the anchors; both
-                    ctx_g = ({"diag": done * e}, {"anchors": done * a}, {"anchors": done * a, "diag": done * e})[g - 1]
-                mu_g, ls_g = self.slice_head(k, h, **ctx_g)
+                mu_g, ls_g = self.slice_head(k, h, **pass_context(self.cfg.cb, g, done))
                 sel = masks[g].bool()
                 mu, log_sigma = torch.where(sel, mu_g, mu), torch.where(sel, ls_g, log_sigma)
                 if g + 1 < len(masks):

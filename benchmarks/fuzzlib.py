@@ -136,25 +136,25 @@ def make_seeds(seed: int = 0) -> Seeds:
     files["record_hyper"] = ndf.encode(_image(8, 8, 3, 20), base=hyper_base, level=2, label=4)
     files["record_hyper_13x11"] = ndf.encode(_image(13, 11, 3, 21), base=hyper_base, level=1)
     files["record_pixel"] = ndf.encode(_image(8, 8, 1, 22)[..., 0], base=pixel_base, level=9, label=1)
-    cb_base = learned_seed_bases(seed, checkerboard=True)[0]
+    cb_base = learned_seed_bases(seed, cb=1)[0]
     files["base_hyper_cb"] = cb_base.to_bytes()
     files["record_hyper_cb"] = ndf.encode(_image(8, 8, 3, 23), base=cb_base, level=2, label=5)
-    four_base = learned_seed_bases(seed, checkerboard=2)[0]
+    four_base = learned_seed_bases(seed, cb=2)[0]
     files["base_hyper_4p"] = four_base.to_bytes()
     files["record_hyper_4p"] = ndf.encode(_image(8, 8, 3, 24), base=four_base, level=2, label=6)
     bases = {b.hash: b for b in (grid_base, conv_base, hyper_base, pixel_base, cb_base, four_base)}
     return Seeds(files, bases)
 
 
-def learned_seed_bases(seed: int = 0, checkerboard: bool | int = False) -> tuple[SharedBase, SharedBase]:
-    """Tiny ``hyper-field`` (with the checkerboard context if asked; ``2``: the four-pass
-    context) and ``pixel-context`` bases (a few training steps; 8 x 8 images)."""
+def learned_seed_bases(seed: int = 0, cb: int = 0) -> tuple[SharedBase, SharedBase]:
+    """Tiny ``hyper-field`` (with the spatial context ``cb``: 1 the checkerboard, 2 four passes)
+    and ``pixel-context`` bases (a few training steps; 8 x 8 images)."""
     from ndf_datasets.codec.training import TrainSettings, train_base
 
     torch.manual_seed(seed)
     rgb = torch.from_numpy(np.stack([_image(8, 8, 3, 30 + i) for i in range(8)]).transpose(0, 3, 1, 2).copy())
     gray = rgb[:, :1]
-    config = (8, 8, 4, 8, 8, 8, 1, 2, 4, 8, 2, 4, 1, 1, 4) + ((int(checkerboard),) if checkerboard else ())
+    config = (8, 8, 4, 8, 8, 8, 1, 2, 4, 8, 2, 4, 1, 1, 4) + ((cb,) if cb else ())
     hyper = train_base(rgb, TrainSettings(arch="hyper-field", config=config,
                                           steps=3, batch_size=4, seed=seed), progress=False)
     pixel = train_base(gray, TrainSettings(arch="pixel-context", config=(4, 2), steps=3, batch_size=4, seed=seed, flips=False),

@@ -173,7 +173,7 @@ def test_round_trip_levels_labels_and_sizes(hyper_base):
 def test_any_image_size_and_header_bytes(hyper_base):
     img = make_image(13, 21, 3, seed=3)  # not multiples of 8: coded padded, size in the record
     blob = ndf.encode(img, base=hyper_base, level=5, label=2)
-    assert blob[0] == 0xC1
+    assert blob[0] == 0xC2
     assert ndf.decode(blob, base=hyper_base).shape == (3, 13, 21)
     info = ndf.inspect(blob, base=hyper_base)
     assert (info["height"], info["width"], info["label"], info["verified"]) == (13, 21, 2, True)
@@ -222,8 +222,8 @@ def test_wrong_base_and_damage_are_errors(hyper_base):
     for n in range(len(blob)):
         with pytest.raises(ndf.NDFError):
             ndf.decode(blob[:n], base=hyper_base)
-    with pytest.raises(ndf.NDFVersionError, match="version 2"):
-        ndf.decode(b"\xc2" + blob[1:], base=hyper_base)
+    with pytest.raises(ndf.NDFVersionError, match="version 3"):
+        ndf.decode(b"\xc3" + blob[1:], base=hyper_base)
 
 
 def test_limits_bound_what_a_record_declares(hyper_base):

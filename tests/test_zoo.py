@@ -4,6 +4,10 @@ and keeps decoding its golden record to the same latents and pixels (and encodin
 Regenerate (only when a zoo file is deliberately replaced) with::
 
     GENERATE_EXPECTED=1 python -m pytest tests/test_zoo.py
+
+``expected/zoo/v1/`` keeps each base's golden record as version 1 of the compact record wrote it
+(the stream's words little-endian, the coder's own seal); those files are never regenerated:
+they must keep decoding, to the same latents as the current encoder's record of the same input.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ndf_datasets.codec.zoo import ZOO, zoo_names, zoo_path
 from .conftest import make_image
 
 EXPECTED = Path(__file__).parent / "expected" / "zoo"
+EXPECTED_V1 = EXPECTED / "v1"
 MAX_ZOO_BYTES = 2 * 1024 * 1024
 
 
@@ -97,6 +102,19 @@ def test_golden_record_decodes_to_the_same_latents_and_pixels(name):
     got = _fingerprint(name, exp["record"])
     assert got["latents"] == exp["latents"]  # the entropy decoding is exact
     assert np.abs(np.array(got["pixels"]) - np.array(exp["pixels"])).max() <= 1
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_version_1_records_keep_decoding_to_the_same_symbols(name):
+    blob = (EXPECTED_V1 / f"{name}.ndf").read_bytes()
+    assert blob[0] == 0xC1
+    old = json.loads((EXPECTED_V1 / f"{name}.json").read_text())
+    got = _fingerprint(name, blob)
+    assert got["latents"] == old["latents"]
+    assert np.abs(np.array(got["pixels"]) - np.array(old["pixels"])).max() <= 1
+    new = _expected(name)["record"]  # the same input, level and label, written as version 2
+    assert new[0] == 0xC2 and len(new) <= len(blob)  # golden: cifar10 3 B shorter, cifar10-wide 1, mnist 0, natural 3
+    assert _fingerprint(name, new)["latents"] == old["latents"]  # only the stream's termination differs
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -4,13 +4,17 @@ Records of a learned base (``hyper-field``, ``pixel-context``) carry only what t
 not fix. The layout is declared once in :data:`RECORD_FIELDS` (like the container's header
 table) and every byte is checked:
 
-    byte 0        tag: 0xC1 (compact record, version 1)
+    byte 0        tag: 0xC2 (compact record, version 2; version 1, 0xC1, is still read)
     byte 1        base tag: the first byte of the base's hash (names the base; 1 in 256 collide)
     byte 2        bits 0-5 rate level, bit 6 a label follows, bit 7 an explicit size follows
     varint        label (zigzag)                     if bit 6
     varint x 2    height, width                       if bit 7 (otherwise the base's size)
     ...           the entropy-coded stream
     4 bytes       CRC-32 of (the base's full 8-byte hash + every byte above), little-endian
+
+Versions 1 and 2 differ only in the stream's byte layout (version 2 terminates the range coder
+in fewer bytes, :mod:`~ndf_datasets.codec.gaussian`); :func:`parse_record` hands either to the
+decoder in the current layout.
 
 The CRC covers the base hash, so a record decoded with any other base fails its check: a wrong
 base is always an error (:class:`NDFBaseError` when the base tag differs,
@@ -26,10 +30,12 @@ from dataclasses import dataclass
 
 from .errors import NDFBaseError, NDFChecksumError, NDFFormatError, NDFLimitError, NDFVersionError
 from .format import LIMITS, _read_uvarint, _unzigzag, _uvarint, _zigzag
+from .gaussian import stream_from_v1
 
 __all__ = ["RECORD_TAG", "RECORD_FIELDS", "CompactRecord", "is_compact", "write_record", "parse_record", "verify_record", "record_table_markdown"]
 
-RECORD_TAG = 0xC1
+RECORD_TAG = 0xC2
+RECORD_TAG_V1 = 0xC1  # read, never written: its stream is stored in the layout of stream_from_v1
 _TAG_FAMILY = 0xC0  # 0xC0..0xCF: compact records, low nibble = version
 FLAG_LABEL = 0x40
 FLAG_SIZE = 0x80
@@ -38,12 +44,12 @@ MIN_BYTES = 3 + 4
 
 #: The compact record, in file order: (name, size, meaning). ``record_table_markdown`` renders it.
 RECORD_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("tag", "uint8", "0xC1: compact record, version 1 (0xC2..0xCF: later versions, refused)"),
+    ("tag", "uint8", "0xC2: compact record, version 2 (0xC1: version 1, still read; 0xC3..0xCF: later versions, refused)"),
     ("base_tag", "uint8", "first byte of the SHA-256 prefix of the base the record needs"),
     ("level_flags", "uint8", "bits 0-5: rate level (< the base's level count); bit 6: label follows; bit 7: size follows"),
     ("label", "zigzag varint", "the class label, if bit 6"),
     ("height, width", "2 varints", "image size, if bit 7 (1..max_side; otherwise the base's size)"),
-    ("stream", "bytes", "the architecture's entropy-coded symbols (to the CRC)"),
+    ("stream", "bytes", "the architecture's entropy-coded symbols (to the CRC; zero bytes implied after it)"),
     ("crc32", "uint32", "CRC-32 of the base's 8-byte hash followed by every byte above"),
 )
 
@@ -56,7 +62,7 @@ class CompactRecord:
     level: int
     label: int | None
     size: tuple[int, int] | None
-    payload: bytes
+    payload: bytes  # the stream in the current layout (a version-1 stream is converted)
     crc: int
     body: bytes  # every byte before the CRC
     source: str = "<bytes>"
@@ -121,9 +127,9 @@ def parse_record(data: bytes | bytearray | memoryview, source: str = "<bytes>") 
         raise NDFLimitError(f"record of {n} bytes exceeds max_file_bytes", source=source)
     if not is_compact(data):
         raise NDFFormatError(f"not a compact NDF record: first byte {data[:1]!r}", source=source, offset=0)
-    if data[0] != RECORD_TAG:
+    if data[0] not in (RECORD_TAG, RECORD_TAG_V1):
         raise NDFVersionError(
-            f"compact record version {data[0] & 0x0F} is not supported (this library reads version 1); upgrade ndf-datasets",
+            f"compact record version {data[0] & 0x0F} is not supported (this library reads versions 1 and 2); upgrade ndf-datasets",
             source=source,
             offset=0,
         )
@@ -148,7 +154,8 @@ def parse_record(data: bytes | bytearray | memoryview, source: str = "<bytes>") 
             raise NDFLimitError(f"image of {h}x{w} exceeds max_pixels", source=source, offset=at)
         size = (h, w)
     crc = struct.unpack_from("<I", data, end)[0]
-    return CompactRecord(data[1], flags & LEVEL_MASK, label, size, data[pos:end], crc, data[:end], source)
+    payload = data[pos:end] if data[0] == RECORD_TAG else stream_from_v1(data[pos:end])
+    return CompactRecord(data[1], flags & LEVEL_MASK, label, size, payload, crc, data[:end], source)
 
 
 def verify_record(rec: CompactRecord, base_hash: bytes) -> None:

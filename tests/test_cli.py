@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import torch
 from PIL import Image
 
 from ndf_datasets.cli import main
@@ -52,3 +53,22 @@ def test_bad_file_gives_clear_error(tmp_path, capsys):
 def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "ndf_datasets.cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "encode" in r.stdout
+
+
+def test_train_base_calibrates_the_scales_by_default(tmp_path, capsys):
+    import ndf_datasets as ndf
+
+    root = tmp_path / "imgs" / "train" / "a"
+    root.mkdir(parents=True)
+    for i in range(12):
+        Image.fromarray(make_image(16, 16, 3, seed=40 + i)).save(root / f"{i}.png")
+    common = ["train-base", str(tmp_path / "imgs"), "--config", "16,16,8,16,16,16,1,2,4,8,3,8,1,1,4", "--steps", "4",
+              "--batch-size", "4", "-q"]
+    assert main([*common, str(tmp_path / "cal.ndfbase"), "--calibrate", "8"]) == 0
+    assert main([*common, str(tmp_path / "raw.ndfbase"), "--calibrate", "0"]) == 0
+    capsys.readouterr()
+    cal, raw = ndf.load_base(str(tmp_path / "cal.ndfbase")), ndf.load_base(str(tmp_path / "raw.ndfbase"))
+    assert cal.metadata["scale_calibration"]["images"] == 8 and "scale_calibration" not in raw.metadata
+    w_cal, w_raw = cal.weights_on("cpu"), raw.weights_on("cpu")
+    assert all(torch.equal(w_cal[k], w_raw[k]) for k in w_raw if k not in ("table.ldy", "table.jz"))  # same training
+    assert not torch.equal(w_cal["table.ldy"], w_raw["table.ldy"])

@@ -709,3 +709,35 @@ def test_mean_psnr_search_comes_near_the_exhaustive_hull():
         assert float(gain[rows, wide].mean()) >= target
         assert float(cost[rows, wide].sum()) <= 1.01 * hull
         assert float(cost[rows, wide].sum()) <= float(cost[rows, narrow].sum())
+
+
+def test_scale_calibration_changes_only_the_scales_and_never_costs_bits(hyper_base, pixel_base):
+    from ndf_datasets.codec.calibrate import calibrate_scales
+    from ndf_datasets.codec.record import parse_record
+
+    x = _images(24, 16, 16, seed=60).float() / 255
+    levels = [0, 3, 7]
+    cal = calibrate_scales(hyper_base, x, levels=levels, progress=False)
+    w0, w1 = hyper_base.weights_on("cpu"), cal.weights_on("cpu")
+    assert all(torch.equal(w0[k], w1[k]) for k in w0 if k not in ("table.ldy", "table.jz"))  # only the scales move
+    changed = {lv for lv in range(hyper_base.arch.levels) if not (torch.equal(w0["table.ldy"][lv], w1["table.ldy"][lv]) and torch.equal(w0["table.jz"][lv], w1["table.jz"][lv]))}
+    assert changed and changed <= set(levels)
+    assert cal.metadata["scale_calibration"]["images"] == 24
+    arch = hyper_base.arch
+    for lv in levels:
+        old, _ = encode_learned(hyper_base, x, level=lv)
+        new, _ = encode_learned(cal, x, level=lv)
+        # the same symbols under other scales: the same exact latents (hence pixels) from other bytes
+        same = arch.exact_latents(w0, [lv] * len(x), [parse_record(r).payload for r in old])
+        assert torch.equal(arch.exact_latents(w1, [lv] * len(x), [parse_record(r).payload for r in new]), same)
+        bits = [torch.zeros(len(x), dtype=torch.float64) for _ in range(2)]
+        for b, base in zip(bits, (hyper_base, cal)):
+            coder = arch.encoder(base.weights_on("cpu"), x)
+            b += coder.trial(torch.full((len(x),), lv))[1]
+        assert float(bits[1].sum()) <= float(bits[0].sum()) * (1 + 1e-3)  # fitted on these images: not more bits
+    with pytest.raises((ndf.NDFBaseError, ndf.NDFChecksumError)):
+        ndf.decode(new[0], base=hyper_base)  # a new base: records name it, the old one refuses them
+    with pytest.raises(ValueError, match="N x 3 x 16 x 16"):
+        calibrate_scales(hyper_base, x[:, :, :8], progress=False)
+    with pytest.raises(ValueError, match="needs a hyper-field base"):
+        calibrate_scales(pixel_base, x, progress=False)

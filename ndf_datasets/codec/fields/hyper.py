@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..exact import L_BITS, STEP_BITS, scale_index
+from ..exact import L_BITS, STEP_BITS, log_units, scale_index
 from ..gaussian import SCALE_TABLE, StreamDecoder, StreamEncoder
 from .base import FieldArch, TensorSpec
 from .hyper_net import (
@@ -195,6 +195,7 @@ class HyperField(FieldArch):
         dry: bool = False,
         residuals: bool = True,
         bits: torch.Tensor | None = None,
+        trace: list | None = None,
     ) -> tuple[list[bytes] | None, torch.Tensor]:
         """Encode latents ``y, z`` (given) or decode ``payloads``; the same walk both ways.
 
@@ -209,6 +210,10 @@ class HyperField(FieldArch):
             bits: encoder side: a ``B`` float64 tensor to which each image's estimated code
                 length (bits, the symbols' information under their coded Gaussians) is added,
                 for rate allocation without running the range coder.
+            trace: encoder side: a list to which the coded symbols are appended, for
+                calibrating the tables (:mod:`~ndf_datasets.codec.calibrate`): ``("z", symbols)``,
+                then per slice ``k`` and pass ``("y", k, symbols, log_units)`` (``B x ms x n``: the
+                pass's positions, and the predicted log-scales as integers of ``2**-L_BITS``).
 
         Returns:
             ``(payloads, y_hat)``: the streams (encoder side; ``None`` when decoding) and the
@@ -240,6 +245,8 @@ class HyperField(FieldArch):
                 streams[i].encode(sz[i].numpy(), jz_map[i].numpy(), -lim, lim)
             if bits is not None:
                 bits += _information(sz, jz_map)
+            if trace is not None:
+                trace.append(("z", sz))
         else:
             sz = torch.from_numpy(np.stack([streams[i].decode(jz_map[i].numpy(), -lim, lim) for i in range(B)]))
             sz = sz.double().reshape(B, *zshape)
@@ -259,6 +266,8 @@ class HyperField(FieldArch):
                     sk = sk.masked_fill(off_y[:, k * ms : (k + 1) * ms], 0)
                     if bits is not None:
                         bits += _information(sk[:, :, sel], j[:, :, sel])
+                    if trace is not None:
+                        trace.append(("y", k, sk[:, :, sel], log_units(log_sigma)[:, :, sel]))
                     for i in range(B if write else 0):  # channel-major, row-major positions within
                         streams[i].encode(sk[i][:, sel].numpy(), j[i][:, sel].numpy(), -lim, lim)
                 else:

@@ -96,7 +96,9 @@ def calibrate_scales(
     if not isinstance(arch, HyperField):
         raise ValueError(f"scale calibration needs a hyper-field base, not {arch.name}")
     if images.ndim != 4 or tuple(images.shape[1:]) != (arch.channels, arch.height, arch.width):
-        raise ValueError(f"calibration images must be N x {arch.channels} x {arch.height} x {arch.width}, got {tuple(images.shape)}")
+        raise ValueError(
+            f"calibration images must be N x {arch.channels} x {arch.height} x {arch.width}, got {tuple(images.shape)}"
+        )
     weights = base.weights_on("cpu")
     tables = {k: v.clone() for k, v in weights.items() if k.startswith("table.")}
     ldy, jz = tables["table.ldy"], tables["table.jz"]
@@ -123,7 +125,11 @@ def calibrate_scales(
         best_z = torch.tensor(Z_SHIFTS)[zbits.argmin(0)]
         ldy[lv] = torch.where(on_y[lv], ldy[lv] + best_y.float(), ldy[lv])
         jz[lv] = torch.where(on_z[lv], (jz[lv] + best_z.float()).clamp(0, len(SCALES) - 1), jz[lv])
-    meta = {**base.metadata, "scale_calibration": {"images": int(images.shape[0]), "levels": len(todo)}, **(metadata or {})}
+    meta = {
+        **base.metadata,
+        "scale_calibration": {"images": int(images.shape[0]), "levels": len(todo)},
+        **(metadata or {}),
+    }
     new_weights = {**weights, **tables}
     return SharedBase.from_float_weights(arch, new_weights, [], metadata=meta)
 

@@ -739,5 +739,38 @@ def test_scale_calibration_changes_only_the_scales_and_never_costs_bits(hyper_ba
         ndf.decode(new[0], base=hyper_base)  # a new base: records name it, the old one refuses them
     with pytest.raises(ValueError, match="N x 3 x 16 x 16"):
         calibrate_scales(hyper_base, x[:, :, :8], progress=False)
+    with pytest.raises(ValueError, match="float in"):
+        calibrate_scales(hyper_base, (x * 255).byte(), progress=False)
     with pytest.raises(ValueError, match="needs a hyper-field base"):
         calibrate_scales(pixel_base, x, progress=False)
+
+
+def test_streams_end_at_the_shortest_point_of_the_interval(monkeypatch):
+    import ndf_datasets.codec.gaussian as gaussian
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for _ in range(200):
+        n = int(rng.integers(1, 300))
+        idx = rng.integers(0, len(gaussian.SCALE_TABLE), n)
+        mu = rng.normal(0, 2, n)
+        sym = np.clip(np.round(mu + gaussian.SCALE_TABLE[idx] * rng.normal(size=n)), -50, 50).astype(np.int32)
+        cases.append((sym, idx, mu))
+    saved = 0
+    for sym, idx, mu in cases:
+        enc = gaussian.StreamEncoder()
+        enc.encode(sym[: len(sym) // 2], idx[: len(sym) // 2], -50, 50, mu[: len(sym) // 2])  # two calls, as records make
+        enc.encode(sym[len(sym) // 2 :], idx[len(sym) // 2 :], -50, 50, mu[len(sym) // 2 :])
+        data = enc.finish()
+        v1 = enc._enc.get_compressed().astype("<u4").tobytes()  # the coder's seal, as version 1 stored it
+        for stream in (data, gaussian.stream_from_v1(v1)):
+            assert np.array_equal(gaussian.open_stream(stream).decode(idx, -50, 50, mu), sym)
+        saved += len(v1) - len(data)
+    assert saved / len(cases) > 1.0  # the seal spends a whole word; the shortest point ~2 bytes less
+    monkeypatch.setattr(gaussian, "_decodes", lambda data, calls: False)  # the check failing: the seal is written
+    sym, idx, mu = cases[0]
+    enc = gaussian.StreamEncoder()
+    enc.encode(sym, idx, -50, 50, mu)
+    data = enc.finish()
+    assert data == enc._enc.get_compressed().astype(">u4").tobytes().rstrip(b"\0")
+    assert np.array_equal(gaussian.open_stream(data).decode(idx, -50, 50, mu), sym)

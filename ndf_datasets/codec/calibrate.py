@@ -95,6 +95,8 @@ def calibrate_scales(
     arch = base.arch
     if not isinstance(arch, HyperField):
         raise ValueError(f"scale calibration needs a hyper-field base, not {arch.name}")
+    if not images.is_floating_point():
+        raise ValueError(f"calibration images must be float in [0, 1], not {images.dtype}")
     if images.ndim != 4 or tuple(images.shape[1:]) != (arch.channels, arch.height, arch.width):
         raise ValueError(
             f"calibration images must be N x {arch.channels} x {arch.height} x {arch.width}, got {tuple(images.shape)}"

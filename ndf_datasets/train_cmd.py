@@ -102,7 +102,7 @@ def cmd_train_base(args: argparse.Namespace) -> int:
     if args.calibrate > 0 and base.arch.name == "hyper-field":
         from .codec.calibrate import calibrate_scales
 
-        if args.export_only or images.shape[0] < args.calibrate:
+        if args.export_only:  # only one image was loaded
             images = load_train_images(args.data, args.split, args.crop, 1, args.seed, limit=args.calibrate)
         base = calibrate_scales(base, images[: args.calibrate].float() / 255, progress=not args.quiet)
     base.save(out, overwrite=args.force)

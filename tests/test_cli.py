@@ -72,3 +72,6 @@ def test_train_base_calibrates_the_scales_by_default(tmp_path, capsys):
     w_cal, w_raw = cal.weights_on("cpu"), raw.weights_on("cpu")
     assert all(torch.equal(w_cal[k], w_raw[k]) for k in w_raw if k not in ("table.ldy", "table.jz"))  # same training
     assert not torch.equal(w_cal["table.ldy"], w_raw["table.ldy"])
+    exported = tmp_path / "exp.ndfbase"  # --export-only loads its calibration images itself: the same base
+    assert main([*common, str(exported), "--calibrate", "8", "--export-only", "--checkpoint", str(tmp_path / "cal.ndfbase.train")]) == 0
+    assert exported.read_bytes() == (tmp_path / "cal.ndfbase").read_bytes()

@@ -14,13 +14,13 @@ and the last.
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 
 import ndf_datasets as ndf
 from benchmarks.data import cifar10
 from ndf_datasets.codec.exact import THRESHOLDS
+from ndf_datasets.codec.fields.hyper_net import gauss_bits
 from ndf_datasets.codec.gaussian import SCALE_TABLE
 
 FACTORS = torch.tensor([0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3])
@@ -28,16 +28,14 @@ FACTORS = torch.tensor([0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3])
 
 def _bits(s: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
     """``B x ms x n`` symbols under their ``sd`` times each of :data:`FACTORS`: bits per channel and factor."""
-    s, sd = s.double()[..., None], sd[..., None] * FACTORS
-    cdf = lambda v: 0.5 * torch.erfc(-v / (sd * math.sqrt(2)))  # noqa: E731
-    return -torch.log2((cdf(s + 0.5) - cdf(s - 0.5)).clamp(min=1e-9)).sum((0, 2))
+    return gauss_bits(s.double()[..., None], sd[..., None] * FACTORS).sum((0, 2))
 
 
 def _per_call(base, x: torch.Tensor, level: int) -> list[torch.Tensor]:
     trace: list = []
     coder = base.arch.encoder(base.weights_on("cpu"), x)
     with torch.no_grad():
-        base.arch.code(coder.net, torch.full((len(x),), level), y=coder.y, z=coder.z, dry=True, trace=trace)
+        base.arch.code(coder.net, torch.full((len(x),), level), y=coder.y, z=coder.z, dry=True, residuals=False, trace=trace)
     tab = coder.net.tables
     table = torch.from_numpy(SCALE_TABLE)
     ms = base.arch.cfg.M // base.arch.cfg.S

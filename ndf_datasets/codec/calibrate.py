@@ -38,7 +38,9 @@ _MIN_P = 2.0**-24  # about the least probability the range coder gives a symbol 
 
 def _bits(s: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
     """Bits of integer symbols ``s`` under zero-mean Gaussians of ``sd`` quantised to unit bins
-    (the tails computed from the far side, so they stay accurate)."""
+    (the tails computed from the far side, so they stay accurate). Unlike the training's
+    :func:`~ndf_datasets.codec.fields.hyper_net.gauss_bits` (floor ``1e-9``) the floor is the
+    range coder's own, so the fit counts what records pay; the zoo bases were calibrated with it."""
     a = s.abs()
     r = 1 / (sd * math.sqrt(2))
     p = torch.where(a == 0, torch.erf(0.5 * r), 0.5 * (torch.erfc((a - 0.5) * r) - torch.erfc((a + 0.5) * r)))
@@ -51,7 +53,7 @@ def _level_symbols(arch: HyperField, coder, level: int) -> tuple[torch.Tensor, t
     trace: list = []
     levels = torch.full((coder.target.shape[0],), level, dtype=torch.long)
     with torch.no_grad():
-        arch.code(coder.net, levels, y=coder.y, z=coder.z, dry=True, trace=trace)
+        arch.code(coder.net, levels, y=coder.y, z=coder.z, dry=True, residuals=False, trace=trace)
     z = trace[0][1].flatten(2)
     S = arch.cfg.S
     ys: list[list[torch.Tensor]] = [[] for _ in range(S)]

@@ -37,7 +37,7 @@ from ndf_datasets.codec import format as fmt
 from ndf_datasets.codec.coding import _CODE_STRUCT
 from ndf_datasets.codec.decoding import read_field, render_fields
 from ndf_datasets.codec.errors import NDFBaseError, NDFError
-from ndf_datasets.codec.record import is_compact
+from ndf_datasets.codec.record import RECORD_TAG, is_compact
 from ndf_datasets.codec.shared import SharedBase, load_base
 
 __all__ = [
@@ -85,15 +85,16 @@ class Seeds:
     files: dict[str, bytes]
     bases: dict[bytes, SharedBase]
 
-    def resolver(self) -> Callable[[bytes], SharedBase]:
-        """``read_field``'s base callable: known hash -> base, else :class:`NDFBaseError`."""
+    def resolver(self) -> Callable[[bytes], SharedBase | list[SharedBase]]:
+        """``read_field``'s base lookup: known hash -> base, a compact record's tag -> the candidate
+        bases, else :class:`NDFBaseError`."""
         bases = self.bases
 
-        def resolve(base_hash: bytes) -> SharedBase:
-            if len(base_hash) == 1:  # a compact record's base tag
-                for h, b in bases.items():
-                    if h[0] == base_hash[0]:
-                        return b
+        def resolve(base_hash: bytes) -> SharedBase | list[SharedBase]:
+            if len(base_hash) < 8:  # a compact record's base tag (version 3: none): the candidates
+                found = [b for h, b in bases.items() if h.startswith(base_hash)]
+                if found:
+                    return found
             try:
                 return bases[base_hash]
             except KeyError:
@@ -282,7 +283,8 @@ class Mutator:
     """Random and structure-aware mutations of NDF files (deterministic for a ``random.Random``).
 
     ``base_hashes``: the hashes of the seed bases, so compact records (whose CRC chains the
-    base hash) can be re-sealed for the base their tag names.
+    base hash) can be re-sealed for their base: the one the seed's CRC checks with (version 3
+    records do not name it), else the one their tag names.
     """
 
     def __init__(self, seeds: list[bytes], rng: random.Random, base_hashes: list[bytes] | None = None):
@@ -290,34 +292,47 @@ class Mutator:
         self.rng = rng
         self.base_hashes = list(base_hashes or [])
 
-    def _seal(self, body: bytes) -> bytes:
-        if is_compact(body) and len(body) > 1:
+    def _base_of(self, record: bytes) -> bytes | None:
+        """The seed base a compact record checks with (its CRC; else its version-1/2 tag)."""
+        if len(record) > 4:
+            crc = struct.unpack("<I", record[-4:])[0]
             for h in self.base_hashes:
-                if h[0] == body[1]:
-                    return reseal(body, h)
-            return reseal(body, self.rng.choice(self.base_hashes) if self.base_hashes else None)
+                if zlib.crc32(record[:-4], zlib.crc32(h)) == crc:
+                    return h
+        if len(record) > 1 and record[0] != RECORD_TAG:
+            return next((h for h in self.base_hashes if h[0] == record[1]), None)
+        return None
+
+    def _seal(self, body: bytes, base_hash: bytes | None = None) -> bytes:
+        if is_compact(body) and len(body) > 1:
+            if base_hash is None and body[0] != RECORD_TAG:  # a version-1/2 tag names the base
+                base_hash = next((h for h in self.base_hashes if h[0] == body[1]), None)
+            return reseal(body, base_hash or (self.rng.choice(self.base_hashes) if self.base_hashes else None))
         return reseal(body)
 
     def _compact(self, data: bytes) -> bytes:
         """Set one declared value of a compact record (level/flags, label, size) and re-seal."""
         rng = self.rng
+        base_hash = self._base_of(data)
         b = bytearray(data[:-4])
-        if len(b) < 3:
-            return self._seal(bytes(b))
+        f = 1 if b[:1] == bytes([RECORD_TAG]) else 2  # the level byte (versions 1-2: after the base tag)
+        if len(b) < f + 1:
+            return self._seal(bytes(b), base_hash)
         op = rng.randrange(4)
         if op == 0:
-            b[2] = rng.choice((0, 0x3F, 0x40, 0x80, 0xC0, 0xFF, rng.randrange(256)))
+            b[f] = rng.choice((0, 0x3F, 0x40, 0x80, 0xC0, 0xFF, rng.randrange(256)))
         elif op == 1:
-            b[2] |= 0x80
+            b[f] |= 0x80
             sizes = _INTERESTING_U16 + (rng.randrange(1 << 20),)
-            b[3:3] = fmt._uvarint(rng.choice(sizes)) + fmt._uvarint(rng.choice(sizes))
+            b[f + 1 : f + 1] = fmt._uvarint(rng.choice(sizes)) + fmt._uvarint(rng.choice(sizes))
         elif op == 2:
-            b[2] |= 0x40
-            b[3:3] = fmt._uvarint(fmt._zigzag(rng.choice(_INTERESTING_INT)) & ((1 << 63) - 1))
+            b[f] |= 0x40
+            b[f + 1 : f + 1] = fmt._uvarint(fmt._zigzag(rng.choice(_INTERESTING_INT)) & ((1 << 63) - 1))
         else:
-            b[0] = rng.choice((0xC0, 0xC1, 0xC2, 0xCF))
-            b[1] = rng.randrange(256) if rng.random() < 0.2 else b[1]
-        return self._seal(bytes(b))
+            b[0] = rng.choice((0xC0, 0xC1, 0xC2, 0xC3, 0xCF))
+            if f == 2 and rng.random() < 0.2:
+                b[1] = rng.randrange(256)
+        return self._seal(bytes(b), base_hash)
 
     # ---- byte level
 
@@ -454,7 +469,7 @@ class Mutator:
             return self._compact(data) if is_compact(data) else self._structured(data)
         out = self._bytes(data)
         if r < 0.8 and len(out) > 4:
-            out = self._seal(out[:-4])
+            out = self._seal(out[:-4], self._base_of(data) if is_compact(data) else None)
         return out
 
 

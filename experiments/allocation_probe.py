@@ -19,7 +19,7 @@ from ndf_datasets.codec.learned import allocate, choose_on_hull, psnr_8bit
 from ndf_datasets.codec.shared import load_base
 from ndf_datasets.data.sources.raw import read_cifar10_bin
 
-HEADER = 7  # tag, base tag, level byte, CRC-32 (no label, the base's size)
+HEADER = 6  # tag, level byte, CRC-32 (record version 3: no label, the base's size)
 
 
 class Counting:

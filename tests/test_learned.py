@@ -173,13 +173,13 @@ def test_round_trip_levels_labels_and_sizes(hyper_base):
 def test_any_image_size_and_header_bytes(hyper_base):
     img = make_image(13, 21, 3, seed=3)  # not multiples of 8: coded padded, size in the record
     blob = ndf.encode(img, base=hyper_base, level=5, label=2)
-    assert blob[0] == 0xC2
+    assert blob[0] == 0xC3
     assert ndf.decode(blob, base=hyper_base).shape == (3, 13, 21)
     info = ndf.inspect(blob, base=hyper_base)
     assert (info["height"], info["width"], info["label"], info["verified"]) == (13, 21, 2, True)
     square = ndf.encode(make_image(16, 16, 3, seed=4), base=hyper_base, level=5, label=2)
-    # container: tag, base tag, level/flags, 1-byte label, CRC-32 = 8 bytes around the stream
-    assert ndf.inspect(square, base=hyper_base)["payload_bytes"] == len(square) - 8
+    # container: tag, level/flags, 1-byte label, CRC-32 = 7 bytes around the stream
+    assert ndf.inspect(square, base=hyper_base)["payload_bytes"] == len(square) - 7
 
 
 def test_rate_control_meets_the_target_or_says_so(hyper_base):
@@ -222,8 +222,54 @@ def test_wrong_base_and_damage_are_errors(hyper_base):
     for n in range(len(blob)):
         with pytest.raises(ndf.NDFError):
             ndf.decode(blob[:n], base=hyper_base)
-    with pytest.raises(ndf.NDFVersionError, match="version 3"):
-        ndf.decode(b"\xc3" + blob[1:], base=hyper_base)
+    with pytest.raises(ndf.NDFVersionError, match="version 4"):
+        ndf.decode(b"\xc4" + blob[1:], base=hyper_base)
+
+
+def test_records_do_not_name_their_base_the_crc_finds_it(hyper_base):
+    """Version 3 stores no base tag: a lookup's candidates are tried by CRC, the cache first, and
+    version-2 records (with the tag) still decode to the same pixels."""
+    import struct
+    import zlib
+
+    from ndf_datasets.codec import bases as cache
+    from ndf_datasets.codec.record import parse_record
+
+    other = train_base(_images(16, 16, 16, seed=51), TrainSettings(arch="hyper-field", config=HYPER_CFG, steps=2, batch_size=8, seed=8), progress=False)
+    blob = ndf.encode(make_image(16, 16, 3, seed=6), base=hyper_base, level=3)
+    rec = parse_record(blob)
+    assert blob[0] == 0xC3 and rec.base_tag is None and len(blob) == len(rec.payload) + 6  # tag, level, CRC-32
+    want = ndf.decode(blob, base=hyper_base)
+    calls = []
+
+    def lookup(candidates):
+        def find(prefix):
+            calls.append(prefix)
+            return candidates
+
+        return find
+
+    cache.clear_base_cache()
+    try:
+        assert torch.equal(ndf.decode(blob, base=lookup([other, hyper_base])), want)  # the CRC picks it
+        assert calls == [b""]
+        with pytest.raises(ndf.NDFChecksumError, match=other.hash.hex()):
+            ndf.decode(blob, base=lookup(other))  # one candidate: the precise error names it
+        with pytest.raises(ndf.NDFChecksumError, match="none of the 2 candidate bases"):
+            ndf.decode(blob, base=lookup([other, other]))
+        cache.register_base(other)
+        cache.register_base(hyper_base)
+        calls.clear()
+        assert torch.equal(ndf.decode(blob, base=lookup([])), want)  # found in the process's cache, no lookup
+        assert calls == []
+    finally:
+        cache.clear_base_cache()
+    body = bytes((0xC2, hyper_base.hash[0])) + blob[1:-4]  # the same record as version 2 wrote it
+    v2 = body + struct.pack("<I", zlib.crc32(body, zlib.crc32(hyper_base.hash)))
+    assert torch.equal(ndf.decode(v2, base=hyper_base), want)
+    assert ndf.inspect(v2, base=hyper_base)["record_version"] == 2 and ndf.inspect(blob)["record_version"] == 3
+    with pytest.raises(ndf.NDFBaseError, match="hash starts with"):
+        ndf.decode(bytes((0xC2, hyper_base.hash[0] ^ 1)) + v2[2:], base=hyper_base)
 
 
 def test_limits_bound_what_a_record_declares(hyper_base):
@@ -236,7 +282,7 @@ def test_limits_bound_what_a_record_declares(hyper_base):
     big = write_record(hyper_base.hash, 1, b"\x00" * 8, size=(8000, 8000))  # allowed, but too many symbols
     with pytest.raises(ndf.NDFLimitError, match="max_symbols"):
         ndf.decode(big, base=hyper_base)
-    body = bytes((0xC1, hyper_base.hash[0], 0x81)) + _uvarint(16000) + _uvarint(16000) + b"\x00" * 8
+    body = bytes((0xC3, 0x81)) + _uvarint(16000) + _uvarint(16000) + b"\x00" * 8
     huge = body + struct.pack("<I", zlib.crc32(body, zlib.crc32(hyper_base.hash)))  # a hand-made header over max_pixels
     with pytest.raises(ndf.NDFLimitError, match="max_pixels"):
         ndf.decode(huge, base=hyper_base)

@@ -6,8 +6,9 @@ Regenerate (only when a zoo file is deliberately replaced) with::
     GENERATE_EXPECTED=1 python -m pytest tests/test_zoo.py
 
 ``expected/zoo/v1/`` keeps each base's golden record as version 1 of the compact record wrote it
-(the stream's words little-endian, the coder's own seal); those files are never regenerated:
-they must keep decoding, to the same latents as the current encoder's record of the same input.
+(the stream's words little-endian, the coder's own seal), ``expected/zoo/v2/`` as version 2 did
+(a base-tag byte after the tag); those files are never regenerated: they must keep decoding, to
+the same latents as the current encoder's record of the same input.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .conftest import make_image
 
 EXPECTED = Path(__file__).parent / "expected" / "zoo"
 EXPECTED_V1 = EXPECTED / "v1"
+EXPECTED_V2 = EXPECTED / "v2"
 MAX_ZOO_BYTES = 2 * 1024 * 1024
 
 
@@ -112,9 +114,22 @@ def test_version_1_records_keep_decoding_to_the_same_symbols(name):
     got = _fingerprint(name, blob)
     assert got["latents"] == old["latents"]
     assert np.abs(np.array(got["pixels"]) - np.array(old["pixels"])).max() <= 1
-    new = _expected(name)["record"]  # the same input, level and label, written as version 2
-    assert new[0] == 0xC2 and len(new) <= len(blob)  # golden: cifar10 1 B shorter, cifar10-wide 3, mnist 0, natural 3
-    assert _fingerprint(name, new)["latents"] == old["latents"]  # only the stream's termination differs
+    new = _expected(name)["record"]  # the same input, level and label, written as version 3
+    assert new[0] == 0xC3 and len(new) < len(blob)  # version 2 terminated the stream in fewer bytes, version 3 has no tag
+    assert _fingerprint(name, new)["latents"] == old["latents"]  # only the container and the stream's end differ
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_version_2_records_keep_decoding_and_differ_only_by_the_base_tag(name):
+    blob = (EXPECTED_V2 / f"{name}.ndf").read_bytes()
+    base = ndf.load_base(name)
+    assert blob[0] == 0xC2 and blob[1] == base.hash[0]
+    old = json.loads((EXPECTED_V2 / f"{name}.json").read_text())
+    got = _fingerprint(name, blob)
+    assert got["latents"] == old["latents"]
+    assert np.abs(np.array(got["pixels"]) - np.array(old["pixels"])).max() <= 1
+    new = _expected(name)["record"]  # the same input, level and label, written as version 3
+    assert len(new) == len(blob) - 1 and new[1:-4] == blob[2:-4]  # the same level byte, label, size and stream
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -386,9 +386,12 @@ class NDFDatasetBuilder(datasets.GeneratorBasedBuilder):
                 base = load_base_cached(_join(location, name), **options)
                 self._bases[base.hash] = base
 
-    def _base_lookup(self, base_hash: bytes) -> SharedBase:
-        """The preloaded base a record names by its hash (or, for a compact record, its hash's first byte)."""
+    def _base_lookup(self, base_hash: bytes) -> SharedBase | list[SharedBase]:
+        """The preloaded base a record names by its hash; for a compact record, the candidates its
+        tag allows (all of them for version 3, which names none): the codec tries them by CRC."""
         found = [b for h, b in getattr(self, "_bases", {}).items() if h.startswith(base_hash)]
+        if len(base_hash) < 8 and found:
+            return found
         if len(found) != 1:
             raise NDFBaseError(
                 f"{len(found)} bases next to the shards match the record's base {base_hash.hex()}", source=str(self._location())

@@ -19,18 +19,16 @@ base, which costs an entropy decode (see :func:`record_label`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ...codec import NDFError, NDFFormatError, SharedBase, read_url
+from ...codec import BaseLookup, NDFError, NDFFormatError, read_url
 from ...codec import format as fmt
 from ...codec import record_label as codec_record_label
 from ...data import parquet, shards
 
 __all__ = ["record_label", "tar_rows", "parquet_rows", "file_rows", "example"]
 
-#: finds a record's base from the hash (or base tag) it stores
-BaseLookup = Callable[[bytes], SharedBase]
 
 
 def record_label(blob: bytes, source: str, base: BaseLookup | None) -> int | None:

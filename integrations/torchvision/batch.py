@@ -26,6 +26,7 @@ from ...codec import (
     Size,
     base_filename,
     build_arch,
+    find_bases,
     load_base_cached,
     render_fields,
     resolve_base,
@@ -101,15 +102,19 @@ class BaseRef:
         return _resolve(self.hash, self.dirs, source)
 
 
-def _resolve(base_hash: bytes, dirs: Sequence[str], source: str) -> SharedBase:
-    """:func:`resolve_base`; any failure is an :class:`NDFBaseError` naming the record."""
+def _resolve(base_hash: bytes, dirs: Sequence[str], source: str) -> SharedBase | list[SharedBase]:
+    """:func:`resolve_base`; any failure is an :class:`NDFBaseError` naming the record. A compact
+    record's tag (or, version 3, no tag) gives the candidate bases, which the codec tries by CRC."""
     try:
-        return resolve_base(base_hash, list(dirs))
+        return resolve_base(base_hash, list(dirs)) if len(base_hash) == 8 else find_bases(base_hash, list(dirs))
     except NDFBaseError as exc:
-        tried = [f"{d.rstrip('/')}/{base_filename(base_hash)}" for d in dirs]
+        full = len(base_hash) == 8
+        name = base_filename(base_hash) if full else f"{base_hash.hex()}*.ndfbase"
+        tried = [f"{d.rstrip('/')}/{name}" for d in dirs]
         raise NDFBaseError(
-            f"needs shared base {base_hash.hex()}, which was not found (looked for {tried}); "
-            f"pass base=<SharedBase or path> or save the base as {base_filename(base_hash)} in the dataset root",
+            f"needs shared base {base_hash.hex() if full else 'file'}, which was not found (looked for {tried}); "
+            f"pass base=<SharedBase or path> or save the base as {base_filename(base_hash) if full else '<its hash>.ndfbase'} "
+            "in the dataset root",
             source=source,
         ) from exc
     except (NDFError, OSError) as exc:

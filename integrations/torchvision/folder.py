@@ -19,6 +19,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ...codec import (
+    BaseLookup,
     DecodedField,
     SharedBase,
     Size,
@@ -290,7 +291,7 @@ class NDFImageFolder(DatasetFolder):
             return self._item(field, path)
         return render_fields([field], self.size, self.device)[0]
 
-    def _base_arg(self, path: str) -> SharedBase | Callable[[bytes], SharedBase]:
+    def _base_arg(self, path: str) -> SharedBase | BaseLookup:
         """What :func:`read_field` needs to find a record's base: the base itself, or a resolver
         called with the record's hash (only for records; bases load once per process)."""
         if isinstance(self.base, SharedBase):

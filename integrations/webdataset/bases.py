@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 
-from ...codec import BASE_SUFFIX, NDFBaseError, SharedBase, base_filename, load_base_cached, resolve_base
+from ...codec import BASE_SUFFIX, NDFBaseError, SharedBase, base_filename, find_bases, load_base_cached, resolve_base
 from ..s3 import storage_options_for
 
 __all__ = ["shard_dir"]
@@ -39,12 +39,13 @@ def _cached_base(base_hash: bytes) -> SharedBase | None:
         return None
 
 
-def _find_base(base_hash: bytes, locations: Sequence[str], source: str) -> SharedBase:
-    """The base with ``base_hash``: from this process's cache, else ``<location>/<hash>.ndfbase``."""
+def _find_base(base_hash: bytes, locations: Sequence[str], source: str) -> SharedBase | list[SharedBase]:
+    """The base with ``base_hash``: from this process's cache, else ``<location>/<hash>.ndfbase``; for
+    a compact record (a 1-byte tag, or none) the candidates there, which the codec tries by CRC."""
     base = _cached_base(base_hash)
     if base is not None:
         return base
-    if len(base_hash) < 8:  # a compact record names its base by a 1-byte tag: the codec finds <tag>*.ndfbase
+    if len(base_hash) < 8:
         return _find_tagged(base_hash, locations, source)
     tried = []
     for loc in locations:
@@ -65,17 +66,17 @@ def _find_base(base_hash: bytes, locations: Sequence[str], source: str) -> Share
     )
 
 
-def _find_tagged(tag: bytes, locations: Sequence[str], source: str) -> SharedBase:
-    """The one base whose hash starts with ``tag`` in the first location that holds one (the record's CRC,
-    checked with the full hash when it is decoded, confirms it)."""
+def _find_tagged(tag: bytes, locations: Sequence[str], source: str) -> list[SharedBase]:
+    """The bases whose hash starts with ``tag`` (every base for a version-3 record's empty tag) in the
+    first location that holds one: the record's CRC, checked with each one's full hash, picks it."""
     for loc in locations:
         try:
-            return resolve_base(tag, [loc], **storage_options_for(loc))
-        except NDFBaseError as exc:
-            if "several bases" in exc.message:  # ambiguous here: never guess
-                raise
+            return find_bases(tag, [loc], **storage_options_for(loc))
+        except NDFBaseError:
+            continue
+    what = f"the shared base whose hash starts with {tag.hex()}" if tag else "a shared base"
     raise NDFBaseError(
-        f"this compact record needs the shared base whose hash starts with {tag.hex()}; looked for "
+        f"this compact record needs {what}; looked for "
         f"{[_join(loc, tag.hex() + '*' + BASE_SUFFIX) for loc in locations]}. Pass base=... or base_locations=[...]",
         source=source,
     )

@@ -9,10 +9,10 @@ claims the members whose default decoders would execute code (:data:`CODE_EXTENS
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...codec import DecodedField, SharedBase, load_base_cached, read_field, render_fields
+from ...codec import BaseLookup, DecodedField, SharedBase, load_base_cached, read_field, render_fields
 from ...codec.errors import NDFBaseError, NDFError
 from ..s3 import storage_options_for
 from ..sizes import SizeArg, check_size, current_size
@@ -125,7 +125,7 @@ class NDFHandler:
             return field
         return render_fields([field], current_size(self.size), self.device)[0]
 
-    def _base_arg(self, shard: str | None, source: str) -> SharedBase | Callable[[bytes], SharedBase]:
+    def _base_arg(self, shard: str | None, source: str) -> SharedBase | BaseLookup:
         """The base, or a resolver :func:`read_field` calls with a record's hash."""
         if self.base is not None and not isinstance(self.base, str):
             return self.base

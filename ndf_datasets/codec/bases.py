@@ -19,9 +19,11 @@ __all__ = [
     "load_base_cached",
     "clear_base_cache",
     "cached_base",
+    "cached_bases",
     "register_base",
     "base_filename",
     "resolve_base",
+    "find_bases",
     "BASE_SUFFIX",
     # the URL functions, re-exported for the old ``ndf_datasets.io`` path
     "open_url",
@@ -69,14 +71,24 @@ def load_base_cached(location: str | os.PathLike, **storage_options: Any) -> Sha
 def cached_base(base_hash: bytes) -> SharedBase | None:
     """The base with ``base_hash`` if this process has loaded or registered it, else ``None``.
 
-    A 1-byte ``base_hash`` is a compact record's base tag: the cached base whose hash starts
-    with it (``None`` when none or several do).
+    A 1-byte ``base_hash`` is a version-1/2 compact record's base tag: the cached base whose
+    hash starts with it (``None`` when none or several do). An empty one (a version-3 record,
+    which names no base) gives ``None``: such a record is tried against :func:`cached_bases`.
     """
     with _lock:
+        if not base_hash:
+            return None
         if len(base_hash) < 8:
             found = [b for h, b in _bases_by_hash.items() if h.startswith(base_hash)]
             return found[0] if len(found) == 1 else None
         return _bases_by_hash.get(base_hash)
+
+
+def cached_bases() -> list[SharedBase]:
+    """Every base this process has loaded or registered (a version-3 compact record, which does
+    not name its base, is tried against them by its CRC before any file is read)."""
+    with _lock:
+        return list(_bases_by_hash.values())
 
 
 def register_base(base: SharedBase) -> SharedBase:
@@ -100,9 +112,10 @@ def base_filename(base_hash: bytes) -> str:
 def resolve_base(base_hash: bytes, locations: list[str | os.PathLike], **storage_options: Any) -> SharedBase:
     """Find and load (cached) the base with ``base_hash`` in one of ``locations`` (dirs or URL prefixes).
 
-    Looks for ``<location>/<hash hex>.ndfbase`` in order. A 1-byte ``base_hash`` (the base tag
-    of a compact record) matches the one ``<location>/<tag hex>*.ndfbase`` file there is; the
-    record's CRC, checked with the base's full hash, then confirms it.
+    Looks for ``<location>/<hash hex>.ndfbase`` in order. A shorter ``base_hash`` (the base tag
+    of a version-1/2 compact record) matches the one ``<location>/<tag hex>*.ndfbase`` file there
+    is (:func:`find_bases` gives every candidate); the record's CRC, checked with the base's full
+    hash, then confirms it.
 
     Raises:
         NDFBaseError: no location holds it, or several bases share the tag (pass the base
@@ -129,11 +142,30 @@ def resolve_base(base_hash: bytes, locations: list[str | os.PathLike], **storage
 
 
 def _resolve_tag(tag: bytes, locations: list[str | os.PathLike], storage_options: dict) -> SharedBase:
-    prefix = tag.hex()
+    found = find_bases(tag, locations, **storage_options)
+    if len(found) > 1:
+        raise NDFBaseError(
+            f"several bases share the tag {tag.hex()} ({[b.hash.hex() for b in found]}); pass base= explicitly",
+            source=str(locations),
+        )
+    return found[0]
+
+
+def find_bases(prefix: bytes, locations: list[str | os.PathLike], **storage_options: Any) -> list[SharedBase]:
+    """The bases ``<location>/<hex hash>.ndfbase`` whose hash starts with ``prefix``, from the first
+    location that holds any (loaded and cached).
+
+    ``prefix`` is what a compact record says of its base: its 1-byte tag (versions 1-2) or
+    nothing (version 3, ``b""``: every base there is a candidate, and the record's CRC picks one).
+
+    Raises:
+        NDFBaseError: no location holds one; the message lists where it looked.
+    """
+    prefix_hex = prefix.hex()
     tried = []
     for loc in locations:
         loc = os.fspath(loc).rstrip("/")
-        pattern = f"{loc}/{prefix}*{BASE_SUFFIX}"
+        pattern = f"{loc}/{prefix_hex}*{BASE_SUFFIX}"
         tried.append(pattern)
         if is_url(loc):
             import fsspec
@@ -144,10 +176,14 @@ def _resolve_tag(tag: bytes, locations: list[str | os.PathLike], storage_options
         else:
             import glob
 
-            names = sorted(glob.glob(glob.escape(loc) + f"/{prefix}*{BASE_SUFFIX}"))
-        names = [n for n in names if len(os.path.basename(n)) == 16 + len(BASE_SUFFIX)]
-        if len(names) > 1:
-            raise NDFBaseError(f"several bases in {loc} share the tag {prefix} ({names}); pass base= explicitly", source=loc)
+            names = sorted(glob.glob(glob.escape(loc) + f"/{prefix_hex}*{BASE_SUFFIX}"))
+        names = [n for n in names if _is_base_name(os.path.basename(n))]
         if names:
-            return load_base_cached(names[0], **storage_options)
-    raise NDFBaseError(f"no shared base with tag {prefix} found; looked for {tried}", source=str(locations))
+            return [load_base_cached(n, **storage_options) for n in names]
+    what = f"with tag {prefix_hex}" if prefix else "(no *.ndfbase file)"
+    raise NDFBaseError(f"no shared base {what} found; looked for {tried}", source=str(locations))
+
+
+def _is_base_name(name: str) -> bool:
+    stem = name[: -len(BASE_SUFFIX)]
+    return name.endswith(BASE_SUFFIX) and len(stem) == 16 and all(c in "0123456789abcdef" for c in stem)

@@ -29,12 +29,13 @@ import torch.nn.functional as F
 
 from . import format as fmt
 from .coding import decode_symbols, unpack_codes
-from .errors import NDFBaseError, NDFFormatError
+from .errors import NDFBaseError, NDFChecksumError, NDFFormatError
 from .fields import FieldArch
-from .record import is_compact, parse_record, verify_record
+from .record import is_compact, parse_record, record_matches, verify_record
 from .shared import SharedBase, build_arch
 
 __all__ = [
+    "BaseLookup",
     "DecodedField",
     "Size",
     "MAX_SUPERSAMPLE",
@@ -104,13 +105,20 @@ def _to_tensors(specs, symbols, codes) -> dict[str, torch.Tensor]:
     }
 
 
-def read_field(blob: bytes, base: SharedBase | Callable[[bytes], SharedBase] | None = None, source: str = "<bytes>") -> DecodedField:
+#: A base lookup: called with what a record says of its base (a version-1 file's 8-byte hash, a
+#: version-1/2 compact record's 1-byte tag, ``b""`` for a version-3 compact record, which names
+#: none), it returns the base, or the candidate bases whose CRC check picks the right one.
+BaseLookup = Callable[[bytes], "SharedBase | Sequence[SharedBase]"]
+
+
+def read_field(blob: bytes, base: SharedBase | BaseLookup | None = None, source: str = "<bytes>") -> DecodedField:
     """Parse and entropy-decode one ``.ndf`` (standalone field or record).
 
     Args:
         blob: the file's bytes.
-        base: for records, the shared base, or a callable mapping the record's base hash to
-            it (so callers can look the base up from the header without parsing twice).
+        base: for records, the shared base, or a :data:`BaseLookup` (so callers can look the
+            base up from the header without parsing twice). For a compact record the bases
+            this process has loaded are tried first.
         source: name used in error messages.
 
     Raises:
@@ -130,7 +138,10 @@ def read_field(blob: bytes, base: SharedBase | Callable[[bytes], SharedBase] | N
                 source=source,
             )
         if not isinstance(base, SharedBase):
-            base = base(c.base_hash)
+            found = base(c.base_hash)
+            base = found if isinstance(found, SharedBase) else next((b for b in found if b.hash == c.base_hash), None)
+            if base is None:
+                raise NDFBaseError(f"this record needs the shared base {c.base_hash.hex()}, which the lookup did not find", source=source)
         base.check(c.base_hash, source)
         if (c.arch, c.config, c.channels) != (base.arch.arch_id, base.arch.config, base.arch.channels):
             raise NDFFormatError("record architecture does not match its base", source=source)
@@ -157,7 +168,7 @@ def read_field(blob: bytes, base: SharedBase | Callable[[bytes], SharedBase] | N
     return DecodedField(arch, latents, weights, None, c.label, source)
 
 
-BaseArg = SharedBase | Callable[[bytes], SharedBase] | str | os.PathLike | None
+BaseArg = SharedBase | BaseLookup | str | os.PathLike | None
 
 
 def _as_base(base):
@@ -174,14 +185,39 @@ def _as_base(base):
 
 
 def _compact_base(rec, base: BaseArg, source: str) -> SharedBase:
+    """The base a compact record checks with (:func:`~ndf_datasets.codec.record.verify_record`).
+
+    Given a base, that base or an error. Given a lookup callable: first the bases this process
+    has already loaded (no I/O; a version-3 record does not name its base, so it is the CRC that
+    picks one), then what the lookup returns for the record's base-tag prefix (``b""`` for
+    version 3, the tag byte for versions 1-2): one base, or a sequence of candidates to try.
+    """
     if base is None:
-        raise NDFBaseError(
-            f"this record needs the shared base whose hash starts with {rec.base_tag:02x}; pass base=ndf.load_base(...)",
-            source=source,
-        )
-    if not isinstance(base, SharedBase):
-        base = base(bytes([rec.base_tag]))  # a base lookup given the record's 1-byte base tag
-    verify_record(rec, base.hash)
+        named = "" if rec.base_tag is None else f" whose hash starts with {rec.base_tag:02x}"
+        raise NDFBaseError(f"this record needs the shared base{named}; pass base=ndf.load_base(...)", source=source)
+    if isinstance(base, SharedBase):
+        verify_record(rec, base.hash)
+    else:
+        from .bases import cached_bases
+
+        found = next((b for b in cached_bases() if record_matches(rec, b.hash)), None)
+        if found is None:
+            prefix = b"" if rec.base_tag is None else bytes([rec.base_tag])
+            looked = base(prefix)
+            candidates = [looked] if isinstance(looked, SharedBase) else list(looked)
+            if len(candidates) == 1:
+                verify_record(rec, candidates[0].hash)  # the precise error: another base, or damaged
+                found = candidates[0]
+            else:
+                found = next((b for b in candidates if record_matches(rec, b.hash)), None)
+                if found is None:
+                    raise NDFChecksumError(
+                        f"the record checks with none of the {len(candidates)} candidate bases "
+                        f"({', '.join(b.hash.hex() for b in candidates)}): it is damaged, or needs another base",
+                        source=source,
+                        offset=len(rec.body),
+                    )
+        base = found
     if not getattr(base.arch, "learned", False):
         raise NDFFormatError(f"a compact record needs a learned base; {base.arch.name} bases take full records", source=source)
     return base
@@ -228,14 +264,14 @@ def read_fields(blobs: Sequence[bytes], base: BaseArg = None, sources: Sequence[
         b = members[0][2]
         if size != (b.arch.height, b.arch.width) and not getattr(b.arch, "any_size", True):
             raise NDFFormatError(f"{b.arch.name} records have their base's size ({b.arch.height}x{b.arch.width}), not {size[0]}x{size[1]}",
-                                 source=members[0][1].source, offset=3)
+                                 source=members[0][1].source, offset=members[0][1].flags_offset + 1)
         try:
             arch = b.arch_for(*size)
         except ValueError as exc:
-            raise NDFFormatError(str(exc), source=members[0][1].source, offset=3) from None
+            raise NDFFormatError(str(exc), source=members[0][1].source, offset=members[0][1].flags_offset + 1) from None
         for _, rec, _ in members:
             if rec.level >= arch.levels:
-                raise NDFFormatError(f"rate level {rec.level} is not one of the base's {arch.levels} levels", source=rec.source, offset=2)
+                raise NDFFormatError(f"rate level {rec.level} is not one of the base's {arch.levels} levels", source=rec.source, offset=rec.flags_offset)
         if arch.symbol_count() > fmt.LIMITS["max_symbols"]:
             raise fmt.NDFLimitError(
                 f"a {size[0]}x{size[1]} record declares {arch.symbol_count()} symbols, over max_symbols", source=members[0][1].source

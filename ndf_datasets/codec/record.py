@@ -1,24 +1,22 @@
-"""The compact record: 7-8 bytes of container around a learned codec's stream (``docs/FORMAT.md``).
+"""The compact record: 6-7 bytes of container around a learned codec's stream (``docs/FORMAT.md``).
 
 Records of a learned base (``hyper-field``, ``pixel-context``) carry only what the base does
 not fix. The layout is declared once in :data:`RECORD_FIELDS` (like the container's header
 table) and every byte is checked:
 
-    byte 0        tag: 0xC2 (compact record, version 2; version 1, 0xC1, is still read)
-    byte 1        base tag: the first byte of the base's hash (names the base; 1 in 256 collide)
-    byte 2        bits 0-5 rate level, bit 6 a label follows, bit 7 an explicit size follows
+    byte 0        tag: 0xC3 (compact record, version 3; versions 1 and 2, 0xC1 and 0xC2, are still read)
+    byte 1        bits 0-5 rate level, bit 6 a label follows, bit 7 an explicit size follows
     varint        label (zigzag)                     if bit 6
     varint x 2    height, width                       if bit 7 (otherwise the base's size)
     ...           the entropy-coded stream
     4 bytes       CRC-32 of (the base's full 8-byte hash + every byte above), little-endian
 
-Versions 1 and 2 differ only in the stream's byte layout (version 2 terminates the range coder
-in fewer bytes, :mod:`~ndf_datasets.codec.gaussian`); :func:`parse_record` hands either to the
-decoder in the current layout.
-
-The CRC covers the base hash, so a record decoded with any other base fails its check: a wrong
-base is always an error (:class:`NDFBaseError` when the base tag differs,
-:class:`NDFChecksumError` when the record is damaged or the tag collides), never wrong pixels.
+The record does not name its base: the CRC, which covers the base's hash, is what ties the
+two together, so a record decoded with any other base fails its check (an error, never wrong
+pixels) and a reader that has several candidate bases finds the right one by trying the CRC
+(:func:`record_matches`). Versions 1 and 2 had a base-tag byte after the tag (the first byte of
+the base's hash), and version 1 another stream termination (:mod:`~ndf_datasets.codec.gaussian`);
+:func:`parse_record` reads all three and hands the decoder the stream in the current layout.
 The integrity of a record can therefore be checked only together with a base.
 """
 
@@ -32,20 +30,31 @@ from .errors import NDFBaseError, NDFChecksumError, NDFFormatError, NDFLimitErro
 from .format import LIMITS, _read_uvarint, _unzigzag, _uvarint, _zigzag
 from .gaussian import stream_from_v1
 
-__all__ = ["RECORD_TAG", "RECORD_FIELDS", "CompactRecord", "is_compact", "write_record", "parse_record", "verify_record", "record_table_markdown"]
+__all__ = [
+    "RECORD_TAG",
+    "RECORD_FIELDS",
+    "CompactRecord",
+    "is_compact",
+    "write_record",
+    "parse_record",
+    "record_matches",
+    "verify_record",
+    "record_table_markdown",
+]
 
-RECORD_TAG = 0xC2
-RECORD_TAG_V1 = 0xC1  # read, never written: its stream is stored in the layout of stream_from_v1
+RECORD_TAG = 0xC3
+RECORD_TAG_V2 = 0xC2  # read, never written: a base-tag byte after the tag
+RECORD_TAG_V1 = 0xC1  # read, never written: a base-tag byte, and the stream in the layout of stream_from_v1
+_READ_TAGS = (RECORD_TAG, RECORD_TAG_V2, RECORD_TAG_V1)
 _TAG_FAMILY = 0xC0  # 0xC0..0xCF: compact records, low nibble = version
 FLAG_LABEL = 0x40
 FLAG_SIZE = 0x80
 LEVEL_MASK = 0x3F
-MIN_BYTES = 3 + 4
+MIN_BYTES = 2 + 4  # tag, level byte, CRC (versions 1 and 2: one more, the base tag)
 
 #: The compact record, in file order: (name, size, meaning). ``record_table_markdown`` renders it.
 RECORD_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("tag", "uint8", "0xC2: compact record, version 2 (0xC1: version 1, still read; 0xC3..0xCF: later versions, refused)"),
-    ("base_tag", "uint8", "first byte of the SHA-256 prefix of the base the record needs"),
+    ("tag", "uint8", "0xC3: compact record, version 3 (0xC1, 0xC2: versions 1 and 2, still read; 0xC4..0xCF: later versions, refused)"),
     ("level_flags", "uint8", "bits 0-5: rate level (< the base's level count); bit 6: label follows; bit 7: size follows"),
     ("label", "zigzag varint", "the class label, if bit 6"),
     ("height, width", "2 varints", "image size, if bit 7 (1..max_side; otherwise the base's size)"),
@@ -58,7 +67,7 @@ RECORD_FIELDS: tuple[tuple[str, str, str], ...] = (
 class CompactRecord:
     """A parsed compact record (not yet checked against a base: see :func:`verify_record`)."""
 
-    base_tag: int
+    base_tag: int | None  # versions 1 and 2: the first byte of the base's hash; version 3: None
     level: int
     label: int | None
     size: tuple[int, int] | None
@@ -71,6 +80,11 @@ class CompactRecord:
     def nbytes(self) -> int:
         return len(self.body) + 4
 
+    @property
+    def flags_offset(self) -> int:
+        """The byte offset of the level byte (for error messages)."""
+        return 1 if self.base_tag is None else 2
+
 
 def is_compact(data: bytes | bytearray | memoryview) -> bool:
     """Whether ``data`` starts like a compact record (any version)."""
@@ -81,7 +95,7 @@ def write_record(base_hash: bytes, level: int, payload: bytes, label: int | None
     """Serialise a compact record.
 
     Args:
-        base_hash: the base's 8-byte hash (its first byte is stored, all of it is in the CRC).
+        base_hash: the base's 8-byte hash (it is not stored: the CRC covers it).
         level: rate level, ``0..63``.
         payload: the entropy-coded stream.
         label: class label, or ``None``.
@@ -107,7 +121,7 @@ def write_record(base_hash: bytes, level: int, payload: bytes, label: int | None
             raise ValueError(f"image size {h}x{w} is outside the format's limits")
         flags |= FLAG_SIZE
         parts.append(_uvarint(h) + _uvarint(w))
-    parts[0] = bytes((RECORD_TAG, base_hash[0], flags))
+    parts[0] = bytes((RECORD_TAG, flags))
     body = b"".join(parts) + bytes(payload)
     if len(body) + 4 > LIMITS["max_file_bytes"]:
         raise ValueError("record exceeds max_file_bytes")
@@ -127,23 +141,24 @@ def parse_record(data: bytes | bytearray | memoryview, source: str = "<bytes>") 
         raise NDFLimitError(f"record of {n} bytes exceeds max_file_bytes", source=source)
     if not is_compact(data):
         raise NDFFormatError(f"not a compact NDF record: first byte {data[:1]!r}", source=source, offset=0)
-    if data[0] not in (RECORD_TAG, RECORD_TAG_V1):
+    if data[0] not in _READ_TAGS:
         raise NDFVersionError(
-            f"compact record version {data[0] & 0x0F} is not supported (this library reads versions 1 and 2); upgrade ndf-datasets",
+            f"compact record version {data[0] & 0x0F} is not supported (this library reads versions 1 to 3); upgrade ndf-datasets",
             source=source,
             offset=0,
         )
-    if n < MIN_BYTES:
+    tagged = data[0] != RECORD_TAG  # versions 1 and 2 store a base tag after the tag
+    if n < MIN_BYTES + tagged:
         raise NDFChecksumError(f"truncated: {n} bytes is shorter than the smallest compact record", source=source)
     end = n - 4
-    flags = data[2]
-    pos = 3
+    pos = 2 + tagged
+    flags = data[pos - 1]
     label = size = None
     if flags & FLAG_LABEL:
         raw, pos = _read_uvarint(data[:end], pos, source, "label")
         label = _unzigzag(raw)
         if not -(2**31) <= label < 2**31:
-            raise NDFFormatError(f"label {label} does not fit in 32 bits", source=source, offset=3)
+            raise NDFFormatError(f"label {label} does not fit in 32 bits", source=source, offset=2 + tagged)
     if flags & FLAG_SIZE:
         at = pos
         h, pos = _read_uvarint(data[:end], pos, source, "height")
@@ -154,19 +169,31 @@ def parse_record(data: bytes | bytearray | memoryview, source: str = "<bytes>") 
             raise NDFLimitError(f"image of {h}x{w} exceeds max_pixels", source=source, offset=at)
         size = (h, w)
     crc = struct.unpack_from("<I", data, end)[0]
-    payload = data[pos:end] if data[0] == RECORD_TAG else stream_from_v1(data[pos:end])
-    return CompactRecord(data[1], flags & LEVEL_MASK, label, size, payload, crc, data[:end], source)
+    payload = stream_from_v1(data[pos:end]) if data[0] == RECORD_TAG_V1 else data[pos:end]
+    return CompactRecord(data[1] if tagged else None, flags & LEVEL_MASK, label, size, payload, crc, data[:end], source)
+
+
+def record_matches(rec: CompactRecord, base_hash: bytes) -> bool:
+    """Whether ``rec`` checks with the base of ``base_hash``: its base tag, if it has one, and its CRC.
+
+    A damaged record matches no base; a record matches another base than its own with
+    probability ``2**-32`` (version 3) or ``2**-40`` (versions 1 and 2, which also store a tag).
+    """
+    if rec.base_tag is not None and rec.base_tag != base_hash[0]:
+        return False
+    return zlib.crc32(rec.body, zlib.crc32(base_hash)) == rec.crc
 
 
 def verify_record(rec: CompactRecord, base_hash: bytes) -> None:
     """Check a parsed record against the base it is decoded with.
 
     Raises:
-        NDFBaseError: the record names another base (its base tag differs).
+        NDFBaseError: a version-1 or -2 record names another base (its base tag differs).
         NDFChecksumError: the CRC fails: the record is damaged, or was encoded with another
-            base whose hash starts with the same byte.
+            base (version 3 records do not name theirs; older ones: whose hash starts with the
+            same byte).
     """
-    if rec.base_tag != base_hash[0]:
+    if rec.base_tag is not None and rec.base_tag != base_hash[0]:
         raise NDFBaseError(
             f"record was encoded with a base whose hash starts with {rec.base_tag:02x}, but the given base is "
             f"{base_hash.hex()}",

@@ -159,7 +159,8 @@ def atheris_child(argv: list[str]) -> None:
         if rng.random() < 0.5:
             out = atheris.Mutate(data, max_size)
             if rng.random() < 0.75 and len(out) > 4:
-                out = Mutator(pool, rng, hashes)._seal(out[:-4])
+                m = Mutator(pool, rng, hashes)
+                out = m._seal(out[:-4], m._base_of(bytes(data)))  # a compact record re-sealed for its own base
             return out
         return Mutator(pool, rng, hashes).mutate(bytes(data) if data else None)[:max_size]
 

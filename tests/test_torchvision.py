@@ -374,6 +374,25 @@ def zoo_root(tmp_path_factory, images):
     return _write_tree(root, [ndf.encode(im, base=zoo, level=3) for im in images])
 
 
+def test_records_of_several_bases_in_one_folder_each_find_their_own(images, tmp_path, fresh_cache):
+    """Compact records (version 3) do not name their base: with two bases in the root, each
+    record's CRC picks its own (from the files first, then from the process's cache)."""
+    bases = [ndf.load_base("cifar10"), ndf.load_base("cifar10-wide")]
+    blobs = [ndf.encode(im, base=bases[i % 2], level=3) for i, im in enumerate(images)]
+    root = _write_tree(tmp_path / "mixed", blobs)
+    for b in bases:
+        b.save(root / ndf.base_filename(b.hash))
+    want = torch.stack([ndf.decode(blob, size=8, base=bases[i % 2]) for i, blob in enumerate(blobs)])
+    ndf.clear_base_cache()
+    assert torch.equal(_per_item(tv.NDFImageFolder(root, size=8)), want)
+    (root / ndf.base_filename(bases[1].hash)).unlink()
+    ndf.clear_base_cache()
+    ds = tv.NDFImageFolder(root, size=8)
+    assert torch.equal(ds[0][0], want[0])
+    with pytest.raises(ndf.NDFChecksumError, match=bases[0].hash.hex()):  # its base is gone: never the other's pixels
+        ds[1]
+
+
 @pytest.mark.parametrize("deferred", [False, True])
 def test_getitems_decodes_a_batch_at_once_with_the_same_samples(zoo_root, deferred, monkeypatch):
     ds = tv.NDFImageFolder(zoo_root, size=16, deferred=deferred)

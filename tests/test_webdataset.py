@@ -534,6 +534,25 @@ def test_batch_decode_of_raw_bytes_reads_each_batch_in_one_call(zoo_shards, monk
     _assert_equal(_unbatch(batches), ref, atol=1e-5)
 
 
+def test_shards_of_two_bases_in_one_directory_each_find_their_own(images, tmp_path):
+    """Compact records (version 3) do not name their base: with two bases next to the shards,
+    each record's CRC picks its own."""
+    bases = [ndf.load_base("cifar10"), ndf.load_base("cifar10-wide")]
+    sets = [
+        write_shards(str(tmp_path / f"{name}-%06d.tar"), _samples([ndf.encode(im, base=b, level=3) for im in images]), maxcount=PER_SHARD, base=b)
+        for name, b in zip("ab", bases)
+    ]
+    assert sorted(p.name for p in tmp_path.glob("*.ndfbase")) == sorted(ndf.base_filename(b.hash) for b in bases)
+    ndf.clear_base_cache()
+    try:
+        for shards, b in zip(sets, bases):
+            got, order, _ = _collect(wds.WebDataset(shards.urls, shardshuffle=False).decode(ndf_decoder(SIZE, base_locations=[str(tmp_path)])))
+            ref, _, _ = _collect(wds.WebDataset(shards.urls, shardshuffle=False).decode(ndf_decoder(SIZE, base=b)))
+            assert order and all(torch.equal(got[k], ref[k]) for k in order)
+    finally:
+        ndf.clear_base_cache()
+
+
 def test_batch_decode_of_raw_bytes_errors(zoo_shards):
     ds = wds.WebDataset(zoo_shards.urls, shardshuffle=False).to_tuple("ndf", "cls").batched(4)
     blobs, cls = next(iter(ds))

@@ -423,7 +423,7 @@ def test_synthesis_width_is_a_config_value_and_widening_keeps_the_network(tmp_pa
 
     wide = HYPER_CFG + (0, 24)  # cb 0, Ns 24: the 17th value makes the 16th explicit
     assert HyperConfig.from_values(wide).values() == wide and HyperConfig.from_values(wide).synth_width == 24
-    wide = HYPER_CFG[:4] + (24, 20) + HYPER_CFG[6:] + (0, 24)  # and wider entropy networks, residual predictors
+    wide = HYPER_CFG[:3] + (20, 24, 20) + HYPER_CFG[6:] + (0, 24)  # and more hyper features, wider entropy networks, residual predictors
     assert HyperConfig.from_values(HYPER_CFG).synth_width == HYPER_CFG[0]
     with pytest.raises(ValueError, match="Ns"):
         HyperConfig.from_values(HYPER_CFG + (0, 300))
@@ -440,6 +440,7 @@ def test_synthesis_width_is_a_config_value_and_widening_keeps_the_network(tmp_pa
     _init_weights(widened, ckpt)
     assert widened.gs1.weight.shape[1] == 24 and widened.gs2.weight[16:].abs().sum() == 0
     assert widened.cc2[0].weight.shape == (24, 24, 1, 1) and widened.cc3[0].weight[:, 16:].abs().sum() == 0
+    assert widened.cc1[1].weight.shape[1] == 20 + 8 and widened.cc1[1].weight[:, 16:20].abs().sum() == 0  # new features between
     x, t = _images(4, 16, 16, seed=91).float() / 255, torch.full((4,), 1.0)
     with torch.no_grad():
         torch.manual_seed(5)

@@ -21,8 +21,8 @@ def init_weights(net: torch.nn.Module, path: Path) -> None:
     the four-pass context's diagonal layers ``cd1.*`` / ``cd2.*``, each starting with a zero
     output) may be missing from it; residual predictors (``lrp*``) it holds are dropped
     when this network has none; layers this network has wider (hidden widths such as the
-    synthesis ``Ns`` or the entropy networks' ``Hc``) are widened by :func:`_widen`, so the new
-    run starts from the same network; a narrower synthesis keeps the checkpoint's strongest
+    synthesis ``Ns``, the hyper features ``Hf`` or the entropy networks' ``Hc``) are widened by
+    :func:`_widen`, so the new run starts from the same network; a narrower synthesis keeps the checkpoint's strongest
     channels (:func:`_narrow_synthesis`: that start is a much worse decoder, which the new run
     has to retrain). Nothing else may differ."""
     state = dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
@@ -68,6 +68,7 @@ def _widen(
     state dict."""
     transposed = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, torch.nn.ConvTranspose2d)}
     gdn = {n for n, m in net.named_modules() if isinstance(m, GDN)}
+    grown_hf = _grown_hyper_features(own, state)
     out = dict(state)
     for k, old in state.items():
         if k not in own or own[k].shape == old.shape:
@@ -87,6 +88,22 @@ def _widen(
             grown_in = [slice(None)] * new.ndim
             grown_in[i] = slice(old.shape[i], None)
             t[tuple(grown_in)] = 0
+            if grown_hf and k.startswith(("cc1.", "lrp1.")) and leaf == "weight":
+                # these read cat([hyper features, decoded slices]): the new features sit between the two
+                a, b = grown_hf
+                t[:, a:b] = 0
+                t[: old.shape[0], b : b + old.shape[1] - a] = old[:, a:]
+                idx = (slice(0, old.shape[0]), slice(0, a), *idx[2:])
+                old = old[:, :a]
         t[idx] = old
         out[k] = t
     return out
+
+
+def _grown_hyper_features(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> tuple[int, int] | None:
+    """``(old, new)`` hyper features per latent position (``Hf``: ``hs2`` has ``4 * Hf`` outputs) when
+    this network has more of them than the checkpoint, else ``None``."""
+    if "hs2.weight" not in own or "hs2.weight" not in state:
+        return None
+    a, b = state["hs2.weight"].shape[0] // 4, own["hs2.weight"].shape[0] // 4
+    return (a, b) if b > a else None

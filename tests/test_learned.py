@@ -257,6 +257,8 @@ def test_records_do_not_name_their_base_the_crc_finds_it(hyper_base):
             ndf.decode(blob, base=lookup(other))  # one candidate: the precise error names it
         with pytest.raises(ndf.NDFChecksumError, match="none of the 2 candidate bases"):
             ndf.decode(blob, base=lookup([other, other]))
+        with pytest.raises(ndf.NDFBaseError, match="found none"):
+            ndf.decode(blob, base=lookup([]))
         cache.register_base(other)
         cache.register_base(hyper_base)
         calls.clear()

@@ -205,6 +205,8 @@ def _compact_base(rec, base: BaseArg, source: str) -> SharedBase:
             prefix = b"" if rec.base_tag is None else bytes([rec.base_tag])
             looked = base(prefix)
             candidates = [looked] if isinstance(looked, SharedBase) else list(looked)
+            if not candidates:
+                raise NDFBaseError("this record needs a shared base, and the base lookup found none", source=source)
             if len(candidates) == 1:
                 verify_record(rec, candidates[0].hash)  # the precise error: another base, or damaged
                 found = candidates[0]

@@ -299,14 +299,17 @@ class Mutator:
             for h in self.base_hashes:
                 if zlib.crc32(record[:-4], zlib.crc32(h)) == crc:
                     return h
+        return self._tagged_base(record)
+
+    def _tagged_base(self, record: bytes) -> bytes | None:
+        """The seed base a version-1/2 compact record's tag names (version 3 names none)."""
         if len(record) > 1 and record[0] != RECORD_TAG:
             return next((h for h in self.base_hashes if h[0] == record[1]), None)
         return None
 
     def _seal(self, body: bytes, base_hash: bytes | None = None) -> bytes:
         if is_compact(body) and len(body) > 1:
-            if base_hash is None and body[0] != RECORD_TAG:  # a version-1/2 tag names the base
-                base_hash = next((h for h in self.base_hashes if h[0] == body[1]), None)
+            base_hash = base_hash or self._tagged_base(body)
             return reseal(body, base_hash or (self.rng.choice(self.base_hashes) if self.base_hashes else None))
         return reseal(body)
 

@@ -185,44 +185,46 @@ def _as_base(base):
 
 
 def _compact_base(rec, base: BaseArg, source: str) -> SharedBase:
-    """The base a compact record checks with (:func:`~ndf_datasets.codec.record.verify_record`).
-
-    Given a base, that base or an error. Given a lookup callable: first the bases this process
-    has already loaded (no I/O; a version-3 record does not name its base, so it is the CRC that
-    picks one), then what the lookup returns for the record's base-tag prefix (``b""`` for
-    version 3, the tag byte for versions 1-2): one base, or a sequence of candidates to try.
-    """
+    """The base a compact record checks with (:func:`~ndf_datasets.codec.record.verify_record`):
+    the given base or an error, or what :func:`_look_up_compact_base` finds with a lookup."""
     if base is None:
         named = "" if rec.base_tag is None else f" whose hash starts with {rec.base_tag:02x}"
         raise NDFBaseError(f"this record needs the shared base{named}; pass base=ndf.load_base(...)", source=source)
     if isinstance(base, SharedBase):
         verify_record(rec, base.hash)
     else:
-        from .bases import cached_bases
-
-        found = next((b for b in cached_bases() if record_matches(rec, b.hash)), None)
-        if found is None:
-            prefix = b"" if rec.base_tag is None else bytes([rec.base_tag])
-            looked = base(prefix)
-            candidates = [looked] if isinstance(looked, SharedBase) else list(looked)
-            if not candidates:
-                raise NDFBaseError("this record needs a shared base, and the base lookup found none", source=source)
-            if len(candidates) == 1:
-                verify_record(rec, candidates[0].hash)  # the precise error: another base, or damaged
-                found = candidates[0]
-            else:
-                found = next((b for b in candidates if record_matches(rec, b.hash)), None)
-                if found is None:
-                    raise NDFChecksumError(
-                        f"the record checks with none of the {len(candidates)} candidate bases "
-                        f"({', '.join(b.hash.hex() for b in candidates)}): it is damaged, or needs another base",
-                        source=source,
-                        offset=len(rec.body),
-                    )
-        base = found
+        base = _look_up_compact_base(rec, base, source)
     if not getattr(base.arch, "learned", False):
         raise NDFFormatError(f"a compact record needs a learned base; {base.arch.name} bases take full records", source=source)
     return base
+
+
+def _look_up_compact_base(rec, lookup: BaseLookup, source: str) -> SharedBase:
+    """First the bases this process has already loaded (no I/O; a version-3 record does not name
+    its base, so it is the CRC that picks one), then what ``lookup`` returns for the record's
+    base-tag prefix (``b""`` for version 3, the tag byte for versions 1-2): one base, or a
+    sequence of candidates to try."""
+    from .bases import cached_bases
+
+    for b in cached_bases():
+        if record_matches(rec, b.hash):
+            return b
+    looked = lookup(b"" if rec.base_tag is None else bytes([rec.base_tag]))
+    candidates = [looked] if isinstance(looked, SharedBase) else list(looked)
+    if not candidates:
+        raise NDFBaseError("this record needs a shared base, and the base lookup found none", source=source)
+    if len(candidates) == 1:
+        verify_record(rec, candidates[0].hash)  # the precise error: another base, or damaged
+        return candidates[0]
+    for b in candidates:
+        if record_matches(rec, b.hash):
+            return b
+    raise NDFChecksumError(
+        f"the record checks with none of the {len(candidates)} candidate bases "
+        f"({', '.join(b.hash.hex() for b in candidates)}): it is damaged, or needs another base",
+        source=source,
+        offset=len(rec.body),
+    )
 
 
 def record_label(blob: bytes, base: BaseArg = None, source: str = "<bytes>") -> int | None:

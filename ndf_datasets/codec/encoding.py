@@ -308,7 +308,7 @@ def _inspect_compact(blob: bytes, source: str, base: SharedBase | None) -> dict[
         "version": 1,
         "kind": "record",
         "compact": True,
-        "record_version": {0xC1: 1, 0xC2: 2, 0xC3: 3}[blob[0]],
+        "record_version": blob[0] & 0x0F,  # the tag's low nibble (parse_record read only versions 1-3)
         "base_tag": None if rec.base_tag is None else f"{rec.base_tag:02x}",
         "level": rec.level,
         "label": rec.label,

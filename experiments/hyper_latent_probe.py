@@ -41,7 +41,8 @@ CONFIG = (64, 64, 32, 64, 64, 32, 1, 4, 8, 16, 6, 64, 1, 1, 4, 1, 44)
 
 
 def channel_use(images: torch.Tensor, levels: tuple[int, ...] = (0, 16, 32, 48, 63)) -> torch.Tensor:
-    """Share of non-zero ``z`` symbols per channel, averaged over ``levels``, with the zoo base."""
+    """Share of non-zero ``z`` symbols per channel, averaged over ``levels``, coded by the zoo base
+    (the calibrated export of :data:`CKPT`: calibration moves scales only, never a symbol)."""
     base = ndf.load_base("cifar10")
     enc = base.arch.encoder(base.weights_on("cpu"), images.float() / 255)
     real, seen = hyper._information, []

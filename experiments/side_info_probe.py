@@ -4,7 +4,7 @@ without side information, context only.
     OMP_NUM_THREADS=1 python -m experiments.side_info_probe -- \
         /tmp/cifar /tmp/ctx.ndfbase --init experiments/checkpoints/cifar10_fr_weights.pt \
         --config 64,64,32,64,64,32,1,4,8,16,6,64,1,1,4,1,44 --steps 15000 --lr 1e-4 \
-        --lmbda 0.007 1.0 --eval-split test --eval-every 5000 --checkpoint /tmp/ctx
+        --lmbda 0.007 1.0 --eval-split test --eval-every 5000 --calibrate 0 --checkpoint /tmp/ctx
 
 Runs ``ndf train-base`` (the arguments after ``--``) with the hyper-analysis output replaced by
 the hyper-latents' means: every ``z`` symbol is zero, so ``z`` costs (almost) no bits and tells
@@ -15,7 +15,8 @@ model's ideal code length on rounded latents, the ``z`` bits included, and PSNR 
 anchors) is the probe's result; compare it with a control run of plain ``ndf train-base`` on the
 same arguments (design probe qe in BENCHMARKS.md). At 32x32 the side information is 12% of a
 record at 34 dB: this measures whether the context alone does better without paying for it.
-The ``.ndfbase`` the run exports still has a working hyper-analysis and is not the result.
+The ``.ndfbase`` the run exports is not the result: it keeps the hyper-analysis of the start
+(untrained here, its output replaced), whose ``z`` the trained entropy networks never saw.
 """
 
 from __future__ import annotations

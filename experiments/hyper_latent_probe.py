@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from unittest import mock
 
 import torch
 
 import ndf_datasets as ndf
-import ndf_datasets.codec.fields.hyper as hyper
 from benchmarks.data import cifar10
 from benchmarks.rd import bytes_at
 from ndf_datasets.codec.fields.hyper_net import HyperConfig, HyperNet
@@ -45,18 +43,12 @@ def channel_use(images: torch.Tensor, levels: tuple[int, ...] = (0, 16, 32, 48, 
     (the calibrated export of :data:`CKPT`: calibration moves scales only, never a symbol)."""
     base = ndf.load_base("cifar10")
     enc = base.arch.encoder(base.weights_on("cpu"), images.float() / 255)
-    real, seen = hyper._information, []
-
-    def record(symbols: torch.Tensor, scale_idx: torch.Tensor) -> torch.Tensor:
-        seen.append(symbols.clone())
-        return real(symbols, scale_idx)
-
     use = torch.zeros(CONFIG[2], dtype=torch.float64)
     for lv in levels:
-        seen.clear()
-        with mock.patch.object(hyper, "_information", record):
-            enc.trial(torch.full((len(images),), lv))
-        use += (seen[0] != 0).double().mean((0, 2, 3))  # the first coded tensor is z
+        trace: list = []  # the coded symbols, z first (as scale calibration reads them)
+        with torch.no_grad():
+            base.arch.code(enc.net, torch.full((len(images),), lv), y=enc.y, z=enc.z, dry=True, residuals=False, trace=trace)
+        use += (trace[0][1] != 0).double().mean((0, 2, 3))
     return use / len(levels)
 
 
@@ -92,8 +84,8 @@ def estimate(state: dict[str, torch.Tensor], nz: int, x: torch.Tensor) -> list[t
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=500, help="train images for the use, test images for the estimate")
-    p.add_argument("--keep", type=int, nargs="+", default=[32, 18, 16, 12])
-    p.add_argument("--save", default=None, help="write the last cut (with its constant channels) here, for `ndf train-base --init`")
+    p.add_argument("--keep", type=int, nargs="+", default=[18, 16, 12], help="channels to keep in each cut (the uncut 32 is the reference)")
+    p.add_argument("--save", default=None, help="write the last --keep cut (with its constant channels) here, for `ndf train-base --init`")
     p.add_argument("--constants", type=float, default=0.5, help="then keep every unused channel with |z_mean| * |hs1 weights| above this too")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -105,32 +97,30 @@ def main() -> None:
         norm = float(state["hs1.weight"][:, c].norm())
         print(f"  {c:2d}: {float(use[c]):.4f}  z_mean {float(state['z_mean'][c]):+.2f}  |hs1 weights| {norm:.2f}")
     x = cifar10("test", args.count)[0].float() / 255
-    ref = None
-    for k in args.keep:
-        keep = order[:k].sort().values
-        pts = estimate(cut(state, keep) if k < len(use) else state, k, x)
-        b34, b40 = bytes_at(pts, 34.0), bytes_at(pts, 40.0)
-        macs = 9 * (len(use) - k)
-        ref = ref or (b34, b40)
-        report(k, macs, b34, b40, ref, pts)
-    # the channels that carry no bits but a constant: at the border their hs1 contribution differs
+    ref = estimate(state, len(use), x)
+    report(len(use), ref, ref)
+    # the unused channels that hold a constant: at the border their hs1 contribution differs
     strength = state["z_mean"].abs() * state["hs1.weight"].transpose(0, 1).flatten(1).norm(dim=1)
-    for k in [k for k in args.keep if k < len(use)]:
+    cuts = [k for k in args.keep if k < len(use)]
+    for k in cuts:
+        report(k, estimate(cut(state, order[:k].sort().values), k, x), ref)
+    for k in cuts:
         extra = [c for c in order[k:].tolist() if strength[c] > args.constants]
         keep = torch.tensor(sorted(order[:k].tolist() + extra))
-        pts = estimate(cut(state, keep), len(keep), x)
         print(f"  + the constant channels {extra}:", end=" ")
-        report(len(keep), 9 * (len(use) - len(keep)), bytes_at(pts, 34.0), bytes_at(pts, 40.0), ref, pts)
-    if args.save:
+        report(len(keep), estimate(cut(state, keep), len(keep), x), ref)
+    if args.save and cuts:
         torch.save({"model": cut(state, keep)}, args.save)
         print(f"wrote {args.save}: Nz {len(keep)}, channels {keep.tolist()} of {CKPT}")
 
 
-def report(k: int, macs: int, b34: float, b40: float, ref: tuple[float, float], pts: list[tuple[float, float]]) -> None:
-    """One line: the estimate at 34 / 40 dB against the uncut network's ``ref``."""
+def report(nz: int, pts: list[tuple[float, float]], ref: list[tuple[float, float]]) -> None:
+    """One line: the estimate at 34 / 40 dB of a network with ``nz`` channels against the uncut ``ref``."""
+    b34, b40 = bytes_at(pts, 34.0), bytes_at(pts, 40.0)
+    r34, r40 = bytes_at(ref, 34.0), bytes_at(ref, 40.0)
     print(
-        f"Nz {k:2d} (frees {macs:3d} MACs/px): 34 dB at {b34:.1f} B ({100 * (b34 / ref[0] - 1):+.2f}%), "
-        f"40 dB at {b40:.1f} B ({100 * (b40 / ref[1] - 1):+.2f}%); anchors " + ", ".join(f"{b:.0f}/{q:.2f}" for b, q in pts)
+        f"Nz {nz:2d} (frees {9 * (CONFIG[2] - nz):3d} MACs/px): 34 dB at {b34:.1f} B ({100 * (b34 / r34 - 1):+.2f}%), "
+        f"40 dB at {b40:.1f} B ({100 * (b40 / r40 - 1):+.2f}%); anchors " + ", ".join(f"{b:.0f}/{q:.2f}" for b, q in pts)
     )
 
 
